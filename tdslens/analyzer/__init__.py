@@ -1,0 +1,1 @@
+"""Capture reading, TCP, phases, correlation, pipeline and command line."""

@@ -1,0 +1,1 @@
+"""Sans-IO protocol dissectors: bytes and frame numbers in, events out."""

@@ -1,0 +1,1 @@
+"""Renderers: an Analysis in, text/HTML/JSON/CSV out. Nothing here decides anything."""
