@@ -1,0 +1,490 @@
+"""The TCP engine: PacketColumns in, connection events out (see `tcp_events.py`).
+
+Three jobs, in one pass over the packets in frame order:
+
+1. **Stream numbering identical to Wireshark's ``tcp.stream``.** Wireshark keeps one current
+   conversation per address/port pair. A pure SYN (SYN without ACK) starts a new conversation
+   when its sender's *base sequence number* on the current conversation is known and differs
+   from the SYN's sequence number; otherwise (a retransmitted SYN, or a new SYN that reuses the
+   ISN even after FIN/RST) it stays in the same stream. A side's base is set by its first
+   packet (seq for a SYN, seq - 1 otherwise), or earlier by the peer's first packet with ACK set
+   (ack - 1). Checked against tshark 4.0 on crafted captures (tests/test_tcp_streams.py).
+2. **Reassembly** per direction (`tcp_reassembly.Direction`): in-order bytes with the frame they
+   came from, gaps where the capture lacks bytes, conflicting retransmissions flagged.
+3. **Bookkeeping**: one `ConnectionSummary` per connection, emitted in `StreamEnd`.
+
+Memory follows open connections. A connection that closed (both FINs acknowledged, or a RST)
+lingers `linger_ns` of capture time for stray packets, then is summarised and dropped. Its
+address pair keeps a small record (stream index, base sequence numbers) so that the stream
+numbering stays right if the pair is used again.
+
+Speed: the per-packet loop is plain Python over lists made from numpy columns, with the common
+cases (pure ACK, in-order data) inline and everything rare in methods. Grouping packets by
+address pair happens per batch with numpy, so dictionaries are touched once per pair per batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from tdslens.analyzer.packet_columns import ACK, FIN, RST, SYN, TCP, PacketColumns, address_text
+from tdslens.analyzer.tcp_events import (
+    ConnectionSummary,
+    Endpoint,
+    Payload,
+    StreamEnd,
+    StreamStart,
+    TcpEvent,
+    conn_state,
+)
+from tdslens.analyzer.tcp_reassembly import HALF, MASK, OOO_CAP, RECENT_LIMIT, Direction
+
+LINGER_NS = 2_000_000_000  # capture time a closed connection waits for stray packets
+
+# Ports that say "this side is the server" when no SYN tells us (lower rank wins).
+_SQL_PORTS = {1433, 2433, 1434}
+
+
+def _server_rank(port: int) -> tuple[int, int]:
+    if port in _SQL_PORTS:
+        return (0, port)
+    if 11000 <= port <= 11999 or 14000 <= port <= 14999:  # Azure SQL redirect ranges
+        return (1, port)
+    if port < 1024:
+        return (2, port)
+    return (3, port)
+
+
+class _Flow:
+    """One address/port pair ever seen: its current connection and Wireshark's base seqs.
+
+    Side "a" is the lexically smaller (address, port) of the pair; it never changes.
+    """
+
+    __slots__ = ("a", "b", "base_a", "base_b", "conn", "stream", "unset", "version")
+
+    def __init__(self, version: int, a: tuple[int, int, int], b: tuple[int, int, int]) -> None:
+        self.version = version
+        self.a = a  # (hi, lo, port)
+        self.b = b
+        self.base_a = -1
+        self.base_b = -1
+        self.unset = True  # a base is still unknown
+        self.conn: _Conn | None = None
+        self.stream = -1
+
+    def endpoint(self, side_a: bool) -> Endpoint:
+        hi, lo, port = self.a if side_a else self.b
+        return Endpoint(address_text(self.version, hi, lo), port)
+
+
+class _Conn:
+    """State of one open connection (one tcp.stream)."""
+
+    __slots__ = (
+        "a_is_client",
+        "client",
+        "closed_ts",
+        "continued",
+        "da",
+        "db",
+        "done",
+        "first_frame",
+        "first_ts",
+        "flow",
+        "guessed",
+        "history",
+        "last_frame",
+        "last_ts",
+        "rst_frame",
+        "rst_side",
+        "rst_ts",
+        "rtt",
+        "server",
+        "stream",
+        "syn_frames",
+        "syn_ts",
+        "synack_frame",
+        "synack_ts",
+    )
+
+    def __init__(
+        self,
+        stream: int,
+        flow: _Flow,
+        a_is_client: bool,
+        guessed: bool,
+        frame: int,
+        ts: int,
+        ooo_cap: int,
+        continued: bool,
+    ) -> None:
+        self.stream = stream
+        self.flow = flow
+        self.a_is_client = a_is_client
+        self.guessed = guessed
+        self.continued = continued
+        self.client = flow.endpoint(a_is_client)
+        self.server = flow.endpoint(not a_is_client)
+        self.history: list[str] = []
+        self.da = Direction(stream, a_is_client, self.history, ooo_cap)  # bytes a sends
+        self.db = Direction(stream, not a_is_client, self.history, ooo_cap)
+        self.da.peer = self.db
+        self.db.peer = self.da
+        self.first_frame = self.last_frame = frame
+        self.first_ts = self.last_ts = ts
+        self.syn_frames: list[int] = []
+        self.syn_ts: list[int] = []
+        self.synack_frame: int | None = None
+        self.synack_ts: int | None = None
+        self.rtt: int | None = None
+        self.rst_side: str | None = None
+        self.rst_frame: int | None = None
+        self.rst_ts: int | None = None
+        self.closed_ts = -1  # capture time it closed; -1 while open
+        self.done = False
+
+    def summary(self) -> ConnectionSummary:
+        to_server, to_client = (self.da, self.db) if self.a_is_client else (self.db, self.da)
+        zero = sorted([*to_server.episodes(), *to_client.episodes()], key=lambda z: z.first_frame)
+        syn = bool(self.syn_frames)
+        return ConnectionSummary(
+            stream=self.stream,
+            client=self.client,
+            server=self.server,
+            roles_guessed=self.guessed,
+            continued=self.continued,
+            first_frame=self.first_frame,
+            last_frame=self.last_frame,
+            first_ts_ns=self.first_ts,
+            last_ts_ns=self.last_ts,
+            syn_frames=tuple(self.syn_frames),
+            syn_ts_ns=tuple(self.syn_ts),
+            synack_frame=self.synack_frame,
+            synack_ts_ns=self.synack_ts,
+            handshake_rtt_ns=self.rtt,
+            rst_side=self.rst_side,
+            rst_frame=self.rst_frame,
+            rst_ts_ns=self.rst_ts,
+            zero_windows=tuple(zero),
+            to_server=to_server.stats(),
+            to_client=to_client.stats(),
+            conn_state=conn_state(
+                syn,
+                self.synack_frame is not None,
+                to_server.fin_frame is not None,
+                to_client.fin_frame is not None,
+                self.rst_side,
+            ),
+            history="".join(self.history),
+        )
+
+
+class TcpEngine:
+    """Feed it `PacketColumns` batches in frame order; it returns `TcpEvent` lists.
+
+    Call `finish()` at the end of the capture to flush every open connection.
+    """
+
+    def __init__(self, ooo_cap: int = OOO_CAP, linger_ns: int = LINGER_NS) -> None:
+        self.ooo_cap = ooo_cap
+        self.linger_ns = linger_ns
+        self._flows: dict[tuple[int, ...], _Flow] = {}
+        self._open: dict[int, _Conn] = {}  # stream -> connection, in stream order
+        self._closing: deque[_Conn] = deque()
+        self._streams = 0
+        self._last_frame = 0
+
+    @property
+    def streams(self) -> int:
+        """How many tcp.stream indices were handed out so far."""
+        return self._streams
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    # --- per batch -----------------------------------------------------------------------
+
+    def feed(self, cols: PacketColumns) -> list[TcpEvent]:
+        """Process one batch; events come back in the order they happened."""
+        out: list[TcpEvent] = []
+        if len(cols) == 0:
+            return out
+        rows = np.flatnonzero(cols.proto == TCP)
+        if len(rows) == 0:
+            return out
+        if len(rows) == len(cols):
+            rows = slice(None)
+        group, src_is_a, flows = self._group(cols, rows)
+        mv = memoryview(cols.data)
+        if mv.ndim != 1 or mv.itemsize != 1:
+            mv = mv.cast("B")
+        columns = (
+            group.tolist(),
+            src_is_a.tolist(),
+            cols.number[rows].tolist(),
+            cols.ts_ns[rows].tolist(),
+            cols.seq[rows].tolist(),
+            cols.ack[rows].tolist(),
+            cols.flags[rows].tolist(),
+            cols.window[rows].tolist(),
+            cols.payload_offset[rows].tolist(),
+            cols.payload_len[rows].tolist(),
+            cols.payload_wire_len[rows].tolist(),
+        )
+        append = out.append
+        new_conn = self._new_conn
+        control = self._control
+        num = ts = 0
+        for g, sa, num, ts, seq, ack, fl, win, po, pl, pw in zip(*columns, strict=True):
+            flow = flows[g]
+            # 1. Which tcp.stream (Wireshark's rule, see module docstring).
+            if flow.unset or fl & 0x12 == SYN:
+                conn = new_conn(flow, sa, num, ts, seq, ack, fl, append)
+            else:
+                conn = flow.conn
+                if conn is None:
+                    conn = new_conn(flow, sa, num, ts, seq, ack, fl, append)
+            conn.last_frame = num
+            conn.last_ts = ts
+            if sa:
+                snd = conn.da
+                rcv = conn.db
+            else:
+                snd = conn.db
+                rcv = conn.da
+            snd.packets += 1
+            # 2. Control flags, acknowledgements, window.
+            if fl & 0x07:
+                control(conn, snd, num, ts, seq, fl, pw, out)
+            if fl & ACK:
+                rcv.acked = ack
+                nxt = rcv.nxt
+                if nxt >= 0:
+                    d = (ack - nxt) & MASK
+                    if d and d < HALF:
+                        rcv.ack_beyond(ack, num, out)
+                        if rcv.fin_acked and snd.fin_acked and conn.closed_ts < 0:
+                            self._close(conn, ts, out)
+            if win == 0:
+                if not fl & 0x07:
+                    snd.window(True, num)
+            elif snd.zw:
+                snd.window(False, num)
+            # 3. Payload.
+            if pw:
+                if fl & SYN:
+                    seq = (seq + 1) & MASK
+                if seq == snd.nxt and pl == pw and not snd.ooo and not rcv.zw and snd.probe is None:
+                    data = mv[po : po + pl]
+                    if not snd.payload_bytes:
+                        snd.mark("D")
+                    snd.wire_bytes += pl
+                    snd.payload_bytes += pl
+                    append(Payload(snd.stream, snd.from_client, snd.off, data, num, ts))
+                    snd.off += pl
+                    snd.nxt = (seq + pl) & MASK
+                    recent = snd.recent
+                    recent += data
+                    if len(recent) > RECENT_LIMIT:
+                        snd.trim_recent()
+                else:
+                    snd.segment(seq, mv[po : po + pl], pw, num, ts, out)
+            elif not snd.saw_pure_ack and fl & 0x17 == ACK:
+                snd.saw_pure_ack = True
+                snd.mark("A")
+        self._last_frame = num
+        if self._closing:
+            self._settle(ts, out)
+        return out
+
+    def finish(self) -> list[TcpEvent]:
+        """The capture ended: flush and summarise every connection still held."""
+        out: list[TcpEvent] = []
+        for conn in list(self._open.values()):
+            self._end(conn, "close" if conn.closed_ts >= 0 else "end", out)
+        self._closing.clear()
+        return out
+
+    def run(self, batches: Iterable[PacketColumns]) -> Iterable[TcpEvent]:
+        """Convenience: all events of a sequence of batches, then the final flush."""
+        for cols in batches:
+            yield from self.feed(cols)
+        yield from self.finish()
+
+    # --- grouping ------------------------------------------------------------------------
+
+    def _group(
+        self, cols: PacketColumns, rows: slice | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[_Flow]]:
+        """Per row: index of its address pair in the returned flow list, and whether the
+        sender is side "a". Sorting 64-bit hashes is cheap; the exact columns are then
+        checked so a hash collision can never merge two pairs."""
+        ver = cols.ip_version[rows].astype(np.uint64)
+        shi, slo, sport = cols.src_hi[rows], cols.src_lo[rows], cols.sport[rows].astype(np.uint64)
+        dhi, dlo, dport = cols.dst_hi[rows], cols.dst_lo[rows], cols.dport[rows].astype(np.uint64)
+        src_is_a = (shi < dhi) | ((shi == dhi) & ((slo < dlo) | ((slo == dlo) & (sport <= dport))))
+        a_hi = np.where(src_is_a, shi, dhi)
+        a_lo = np.where(src_is_a, slo, dlo)
+        a_pt = np.where(src_is_a, sport, dport)
+        b_hi = np.where(src_is_a, dhi, shi)
+        b_lo = np.where(src_is_a, dlo, slo)
+        b_pt = np.where(src_is_a, dport, sport)
+        ports = (a_pt << np.uint64(20)) | (b_pt << np.uint64(3)) | ver
+        with np.errstate(over="ignore"):
+            h = (
+                a_lo * np.uint64(0x9E3779B97F4A7C15)
+                ^ b_lo * np.uint64(0xC2B2AE3D27D4EB4F)
+                ^ a_hi * np.uint64(0x165667B19E3779F9)
+                ^ b_hi * np.uint64(0xD6E8FEB86659FD93)
+                ^ ports * np.uint64(0xFF51AFD7ED558CCD)
+            )
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        key_cols = np.stack([ver, a_hi, a_lo, a_pt, b_hi, b_lo, b_pt], axis=1)
+        if not np.array_equal(key_cols[first][inverse], key_cols):  # a hash collision
+            _, first, inverse = np.unique(key_cols, axis=0, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+        flows_map = self._flows
+        flows: list[_Flow] = []
+        for v, ahi, alo, apt, bhi, blo, bpt in key_cols[first].tolist():
+            key = (v, ahi, alo, apt, bhi, blo, bpt)
+            flow = flows_map.get(key)
+            if flow is None:
+                flow = flows_map[key] = _Flow(v, (ahi, alo, apt), (bhi, blo, bpt))
+            flows.append(flow)
+        return inverse, src_is_a, flows
+
+    # --- connection lifecycle ------------------------------------------------------------
+
+    def _new_conn(
+        self,
+        flow: _Flow,
+        sa: bool,
+        num: int,
+        ts: int,
+        seq: int,
+        ack: int,
+        fl: int,
+        append: Callable[[TcpEvent], None],
+    ) -> _Conn:
+        """Apply Wireshark's conversation rule; start a connection when it says so."""
+        pure_syn = fl & 0x12 == SYN
+        base = flow.base_a if sa else flow.base_b
+        fresh = flow.stream < 0
+        if pure_syn and base >= 0 and seq != base:  # a new conversation on a used pair
+            fresh = True
+            flow.base_a = flow.base_b = base = -1
+        if base < 0:
+            base = seq if fl & SYN else (seq - 1) & MASK
+            if sa:
+                flow.base_a = base
+            else:
+                flow.base_b = base
+        if fl & ACK:
+            if sa and flow.base_b < 0:
+                flow.base_b = (ack - 1) & MASK
+            elif not sa and flow.base_a < 0:
+                flow.base_a = (ack - 1) & MASK
+        flow.unset = flow.base_a < 0 or flow.base_b < 0
+        conn = flow.conn
+        if conn is not None and not fresh:
+            return conn
+        if conn is not None:  # superseded by a new conversation on the same pair
+            out: list[TcpEvent] = []
+            self._end(conn, "close", out)
+            for ev in out:
+                append(ev)
+        continued = not fresh
+        if fresh:
+            flow.stream = self._streams
+            self._streams += 1
+        # Roles: the SYN sender is the client, the SYN-ACK sender the server, else guess.
+        if pure_syn:
+            a_is_client, guessed = sa, False
+        elif fl & 0x12 == 0x12:
+            a_is_client, guessed = not sa, False
+        else:
+            a_is_client, guessed = _server_rank(flow.b[2]) < _server_rank(flow.a[2]), True
+        conn = _Conn(flow.stream, flow, a_is_client, guessed, num, ts, self.ooo_cap, continued)
+        flow.conn = conn
+        self._open[conn.stream] = conn
+        append(
+            StreamStart(
+                conn.stream, conn.client, conn.server, num, ts, pure_syn, guessed, continued
+            )
+        )
+        return conn
+
+    def _control(
+        self,
+        conn: _Conn,
+        snd: Direction,
+        num: int,
+        ts: int,
+        seq: int,
+        fl: int,
+        pw: int,
+        out: list[TcpEvent],
+    ) -> None:
+        """SYN, SYN-ACK, FIN and RST: the rare flags, recorded for the summary."""
+        if fl & SYN:
+            if fl & ACK:
+                snd.mark("H")
+                if conn.synack_frame is None:
+                    conn.synack_frame = num
+                    conn.synack_ts = ts
+                    if conn.syn_ts:
+                        conn.rtt = ts - conn.syn_ts[-1]
+            else:
+                snd.mark("S")
+                if snd.from_client:
+                    conn.syn_frames.append(num)
+                    conn.syn_ts.append(ts)
+            snd.syn(seq)
+        if fl & FIN:
+            snd.fin((seq + (1 if fl & SYN else 0) + pw) & MASK, num)
+        if fl & RST:
+            snd.mark("R")
+            if conn.rst_side is None:
+                conn.rst_side = snd.side
+                conn.rst_frame = num
+                conn.rst_ts = ts
+            if conn.closed_ts < 0:
+                self._close(conn, ts, out)
+
+    def _close(self, conn: _Conn, ts: int, out: list[TcpEvent]) -> None:
+        conn.closed_ts = ts
+        self._closing.append(conn)
+        if self._closing[0].closed_ts + self.linger_ns <= ts:
+            self._settle(ts, out)
+
+    def _settle(self, now: int, out: list[TcpEvent]) -> None:
+        """Release connections closed more than `linger_ns` ago (in capture time)."""
+        closing = self._closing
+        for _ in range(len(closing)):
+            conn = closing[0]
+            if conn.closed_ts + self.linger_ns > now:
+                break
+            closing.popleft()
+            if conn.done:
+                continue
+            if conn.last_ts + self.linger_ns <= now:
+                self._end(conn, "close", out)
+            else:
+                closing.append(conn)
+
+    def _end(self, conn: _Conn, reason: str, out: list[TcpEvent]) -> None:
+        if conn.done:
+            return
+        conn.done = True
+        conn.da.flush(conn.last_frame, reason, out)
+        conn.db.flush(conn.last_frame, reason, out)
+        out.append(StreamEnd(conn.summary()))
+        del self._open[conn.stream]
+        if conn.flow.conn is conn:
+            conn.flow.conn = None
