@@ -209,8 +209,12 @@ class TcpEngine:
 
     # --- per batch -----------------------------------------------------------------------
 
-    def feed(self, cols: PacketColumns) -> list[TcpEvent]:
-        """Process one batch; events come back in the order they happened."""
+    def feed(self, cols: PacketColumns, streams: np.ndarray | None = None) -> list[TcpEvent]:
+        """Process one batch; events come back in the order they happened.
+
+        If `streams` is given (an int64 array as long as the batch), it receives each row's
+        tcp.stream index (rows that are not TCP are left alone).
+        """
         out: list[TcpEvent] = []
         if len(cols) == 0:
             return out
@@ -240,6 +244,8 @@ class TcpEngine:
         new_conn = self._new_conn
         control = self._control
         num = ts = 0
+        row_streams: list[int] = []
+        keep = row_streams.append if streams is not None else None
         for g, sa, num, ts, seq, ack, fl, win, po, pl, pw in zip(*columns, strict=True):
             flow = flows[g]
             # 1. Which tcp.stream (Wireshark's rule, see module docstring).
@@ -251,6 +257,8 @@ class TcpEngine:
                     conn = new_conn(flow, sa, num, ts, seq, ack, fl, append)
             conn.last_frame = num
             conn.last_ts = ts
+            if keep is not None:
+                keep(conn.stream)
             if sa:
                 snd = conn.da
                 rcv = conn.db
@@ -298,6 +306,8 @@ class TcpEngine:
                 snd.saw_pure_ack = True
                 snd.mark("A")
         self._last_frame = num
+        if streams is not None:
+            streams[rows] = row_streams
         if self._closing:
             self._settle(ts, out)
         return out
