@@ -68,6 +68,12 @@ def _bytes_sum(data: bytes) -> int:
     return v % 0xFFFF
 
 
+def _checksum(total: int) -> int:
+    """Internet checksum from a word sum: the complement, with 0x0000 rather than 0xFFFF when
+    the sum is all ones (RFC 1624; Wireshark flags 0xFFFF for TCP)."""
+    return (0xFFFF - total % 0xFFFF) % 0xFFFF
+
+
 @dataclass(slots=True)
 class Host:
     ip: bytes
@@ -114,9 +120,9 @@ class Capture:
         ulen = 8 + len(payload)
         tot = 20 + ulen
         s = 0x4500 + tot + ipid + 0x4000 + (64 << 8 | 17) + _words(src.ip) + _words(dst.ip)
-        ipcs = 0xFFFF - s % 0xFFFF
+        ipcs = _checksum(s)
         s2 = _words(src.ip) + _words(dst.ip) + 17 + ulen + sport + dport + ulen
-        ucs = 0xFFFF - (s2 + _bytes_sum(payload)) % 0xFFFF
+        ucs = 0xFFFF - (s2 + _bytes_sum(payload)) % 0xFFFF  # never 0: that means none (RFC 768)
         hdr = _ETH_IP_UDP.pack(
             dst_mac,
             src_mac,
@@ -238,7 +244,7 @@ class TcpFlow:
         tot = 20 + hlen + len(payload)
         ipid = self.ipid[d]
         self.ipid[d] = (ipid + 1) & 0xFFFF
-        ipcs = 0xFFFF - (self.ip_const[d] + tot + ipid) % 0xFFFF
+        ipcs = _checksum(self.ip_const[d] + tot + ipid)
         seq = self.seq[d]
         ack = self.seq[1 - d] if flags & ACK else 0
         win = 64240 if flags & SYN else self.win[d]
@@ -257,7 +263,7 @@ class TcpFlow:
             s += _bytes_sum(opts)
         if payload:
             s += _bytes_sum(payload)
-        tcs = 0xFFFF - s % 0xFFFF
+        tcs = _checksum(s)
         src, dst = self.ips[d]
         sport, dport = self.ports[d]
         dmac, smac = self.macs[d]
@@ -427,7 +433,10 @@ class Generator:
         self.rng = rng = random.Random(seed)
         self.cap = Capture()
         self.stats = Stats()
-        self.duration = int(max(10.0, packets / 10_000) * 1_000_000)  # µs
+        # Sessions start uniformly over `duration` and live ~40 s: with the span growing with
+        # the packet count, about 2,000 flows are open at once at every size, so a reader whose
+        # memory follows open connections should use the same memory for 200k and 2M packets.
+        self.duration = int(max(10.0, packets / 3_570 - 46) * 1_000_000)  # µs
         self.p_retx = 0.005
         self.p_reorder = 0.003
         n_clients = min(800, max(200, packets // 2500))
@@ -589,7 +598,9 @@ class Generator:
             req = w.tds_packets(w.SQL_BATCH, w.sql_batch(rng.choice(QUERIES)), packet_size)
             # Pooled connections idle between requests: flows live for seconds, so thousands
             # are open at once in the larger files.
-            think = rng.choice([2_000, 20_000, 200_000, 2_000_000, 5_000_000, 10_000_000])
+            think = rng.choice(
+                [2_000, 20_000, 200_000, 2_000_000, 5_000_000, 10_000_000, 30_000_000]
+            )
             think += rng.randrange(100_000)
             f.send(0, req if enc != "full" else w.encrypt(rng, len(req)), dt=think)
             resp = w.tds_packets(w.RESPONSE, rng.choice(self.results), packet_size, spid)
