@@ -64,8 +64,10 @@ class Direction:
         "retransmissions",
         "saw_pure_ack",
         "side",
+        "slow",
+        "slow_delivered",
+        "slow_wire",
         "stream",
-        "wire_bytes",
         "zw",
         "zw_episodes",
         "zw_first",
@@ -92,9 +94,11 @@ class Direction:
         self.fin_seq = -1
         self.fin_frame: int | None = None
         self.fin_acked = False
+        self.slow = False  # the engine's inline fast path must not be used (see refresh)
         self.packets = 0
-        self.payload_bytes = 0
-        self.wire_bytes = 0
+        self.payload_bytes = 0  # delivered bytes, fast path included
+        self.slow_wire = 0  # payload bytes of segments that took the slow path
+        self.slow_delivered = 0  # bytes the slow path delivered
         self.retransmissions = 0
         self.keepalives = 0
         self.conflict_frames: list[int] = []
@@ -140,17 +144,19 @@ class Direction:
             self.zw_first = frame
             self.zw_probes = []
             self.mark("W")
+            self.peer.refresh()
         elif not zero and self.zw:
             self.zw = False
             self.zw_episodes.append(
                 ZeroWindow(self.side, self.zw_first, frame, tuple(self.zw_probes))
             )
+            self.peer.refresh()
 
     def stats(self) -> DirectionStats:
         return DirectionStats(
             packets=self.packets,
             payload_bytes=self.payload_bytes,
-            wire_payload_bytes=self.wire_bytes,
+            wire_payload_bytes=self.payload_bytes - self.slow_delivered + self.slow_wire,
             retransmissions=self.retransmissions,
             keepalives=self.keepalives,
             conflict_frames=tuple(self.conflict_frames),
@@ -172,6 +178,11 @@ class Direction:
 
     # --- data ---------------------------------------------------------------------------
 
+    def refresh(self) -> None:
+        """Recompute `slow`: out-of-order data waits, a probe is held, or the peer's window is
+        zero. While it is False the engine delivers in-order segments itself."""
+        self.slow = bool(self.ooo) or self.probe is not None or self.peer.zw
+
     def segment(
         self,
         seq: int,
@@ -182,7 +193,19 @@ class Direction:
         out: list[TcpEvent],
     ) -> None:
         """A segment carrying `wire_len` payload bytes at raw `seq`; `data` is what was captured."""
-        self.wire_bytes += wire_len
+        self.slow_wire += wire_len
+        self._segment(seq, data, wire_len, frame, ts, out)
+        self.refresh()
+
+    def _segment(
+        self,
+        seq: int,
+        data: bytes | memoryview,
+        wire_len: int,
+        frame: int,
+        ts: int,
+        out: list[TcpEvent],
+    ) -> None:
         if self.nxt < 0:  # first bytes of a direction whose SYN we did not see
             self.nxt = seq
             self.off = 0
@@ -222,6 +245,8 @@ class Direction:
 
     def ack_beyond(self, ack: int, frame: int, out: list[TcpEvent]) -> None:
         """The peer acknowledged up to raw `ack`, beyond `nxt`: a FIN, a probe, or lost bytes."""
+        if self.nxt < 0:
+            return  # nothing of this direction seen yet: nothing to compare with
         beyond = (ack - self.nxt) & MASK
         if self.fin_seq >= 0 and ack == (self.fin_seq + 1) & MASK:
             self.fin_acked = True
@@ -232,6 +257,7 @@ class Direction:
             self._release_probe(out)  # the receiver took the probe byte
             beyond -= 1
         self._fill_to(self.off + beyond, frame, "acked", out)
+        self.refresh()
 
     def flush(self, frame: int, reason: str, out: list[TcpEvent]) -> None:
         """The connection ends: deliver what waits behind holes, declaring the holes as gaps."""
@@ -255,6 +281,7 @@ class Direction:
                 self.mark("D")
             out.append(Payload(self.stream, self.from_client, self.off, data, frame, ts))
             self.payload_bytes += n
+            self.slow_delivered += n
             self.recent += data
             if len(self.recent) > RECENT_LIMIT:
                 self.trim_recent()
