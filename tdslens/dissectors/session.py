@@ -1,0 +1,588 @@
+"""The per-direction driver: one TCP byte stream in, TDS/TLS events out (sans-IO, h11-style).
+
+``TdsDirection(from_client)`` is fed the payload of one direction of one TCP connection:
+
+    d = TdsDirection(from_client=True)
+    events = d.feed(data, frame)      # any chunking; events come out when units complete
+    events += d.gap(length, frame)    # the capture missed `length` bytes here
+    events += d.eof()                 # FIN/RST or end of capture
+
+Layering (mitmproxy-style): the stream is a sequence of *units*, each either a TDS packet
+(first byte 1..18) or a TLS record sent straight on TCP (first byte 20..23): one byte tells
+them apart. TDS packets are grouped into messages; a message's payload goes to the parser of
+its kind: PRELOGIN options, a child TLS dissector (the 7.x handshake rides inside PRELOGIN
+packets), LOGIN7, or the server's token stream. Raw TLS records go to the same TLS child: the
+TDS 8.0 handshake, the 7.x client's last flight, the LOGIN7 under login-only encryption, or
+everything under full encryption.
+
+Where the conversation is (``Phase``) changes only through ``CLIENT_TRANSITIONS`` /
+``SERVER_TRANSITIONS``; a unit the table does not allow yields a ProtocolViolation and the phase
+moves to the unit's usual phase (we are passive: the wire is what it is). ``feed`` never raises
+on bad input: damage becomes Malformed, Gap and Resync events.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .buffer import ReceiveBuffer, Spans
+from .events import (
+    Attention,
+    EndOfResponse,
+    Event,
+    FedAuthToken,
+    Gap,
+    Malformed,
+    MalformedCode,
+    PacketStatus,
+    PacketType,
+    ProtocolViolation,
+    Resync,
+    Rpc,
+    SqlBatch,
+    Sspi,
+    TdsMessage,
+    TdsPacket,
+    TlsCarrier,
+)
+from .login7 import parse_login7
+from .prelogin import is_prelogin_payload, parse_prelogin
+from .tds import (
+    HEADER,
+    HEADER_LEN,
+    TLS_HEADER,
+    TLS_HEADER_LEN,
+    find_resync,
+    header_plausible,
+    starts_tls,
+    tls_record_plausible,
+)
+from .tls import TlsDissector
+from .tokens import TokenStream
+
+KEEP_CAP = 1 << 20  # PRELOGIN / LOGIN7 payloads are kept whole; real ones are < 10 KB
+RPC_HEAD = 4096  # bytes of an RPC kept to read its procedure name or id
+
+
+class Phase(Enum):
+    """Where one direction of a TDS connection is."""
+
+    INITIAL = "initial"
+    PRELOGIN = "prelogin"
+    TLS_HANDSHAKE = "tls_handshake"  # TLS records inside TDS PRELOGIN packets (7.x)
+    TLS_FIRST = "tls_first"  # TDS 8.0: TLS straight on TCP from the first byte
+    ENCRYPTED = "encrypted"  # TLS records straight on TCP after a 7.x handshake
+    LOGIN = "login"  # client: LOGIN7 (and SSPI / federated auth legs) sent in clear
+    SESSION = "session"  # requests and responses
+    CLOSED = "closed"
+
+
+class Unit(Enum):
+    """What arrived: a whole message of one kind, or one raw TLS record."""
+
+    PRELOGIN = "PRELOGIN"
+    TLS_IN_TDS = "TLS in PRELOGIN packets"
+    TLS_RAW = "TLS record on TCP"
+    LOGIN7 = "LOGIN7"
+    SSPI = "SSPI"
+    FEDAUTH = "FEDAUTH token"
+    REQUEST = "request"  # SQL batch, RPC
+    ATTENTION = "attention"
+    OTHER = "other request"  # bulk load, transaction manager, pre-TDS7 login
+    RESPONSE = "response"  # server token stream
+
+
+P, U = Phase, Unit
+CLIENT_TRANSITIONS: dict[tuple[Phase, Unit], Phase] = {
+    (P.INITIAL, U.PRELOGIN): P.PRELOGIN,
+    (P.INITIAL, U.TLS_RAW): P.TLS_FIRST,
+    (P.INITIAL, U.LOGIN7): P.LOGIN,  # TDS 7.0 clients send no PRELOGIN
+    (P.PRELOGIN, U.TLS_IN_TDS): P.TLS_HANDSHAKE,
+    (P.PRELOGIN, U.LOGIN7): P.LOGIN,  # no encryption at all
+    (P.TLS_HANDSHAKE, U.TLS_IN_TDS): P.TLS_HANDSHAKE,
+    (P.TLS_HANDSHAKE, U.TLS_RAW): P.ENCRYPTED,  # LOGIN7 in TLS, or a raw final TLS 1.3 flight
+    (P.ENCRYPTED, U.TLS_RAW): P.ENCRYPTED,
+    (P.ENCRYPTED, U.SSPI): P.LOGIN,  # login-only encryption: back to clear TDS
+    (P.ENCRYPTED, U.FEDAUTH): P.LOGIN,
+    (P.ENCRYPTED, U.REQUEST): P.SESSION,
+    (P.ENCRYPTED, U.ATTENTION): P.SESSION,
+    (P.ENCRYPTED, U.OTHER): P.SESSION,
+    (P.TLS_FIRST, U.TLS_RAW): P.TLS_FIRST,
+    (P.LOGIN, U.SSPI): P.LOGIN,
+    (P.LOGIN, U.FEDAUTH): P.LOGIN,
+    (P.LOGIN, U.REQUEST): P.SESSION,
+    (P.LOGIN, U.ATTENTION): P.SESSION,
+    (P.LOGIN, U.OTHER): P.SESSION,
+    (P.SESSION, U.REQUEST): P.SESSION,
+    (P.SESSION, U.ATTENTION): P.SESSION,
+    (P.SESSION, U.OTHER): P.SESSION,
+    (P.SESSION, U.SSPI): P.SESSION,
+}
+SERVER_TRANSITIONS: dict[tuple[Phase, Unit], Phase] = {
+    (P.INITIAL, U.PRELOGIN): P.PRELOGIN,
+    (P.INITIAL, U.TLS_RAW): P.TLS_FIRST,
+    (P.INITIAL, U.RESPONSE): P.SESSION,  # answer to a TDS 7.0 login without PRELOGIN
+    (P.PRELOGIN, U.TLS_IN_TDS): P.TLS_HANDSHAKE,
+    (P.PRELOGIN, U.RESPONSE): P.SESSION,
+    (P.TLS_HANDSHAKE, U.TLS_IN_TDS): P.TLS_HANDSHAKE,
+    (P.TLS_HANDSHAKE, U.TLS_RAW): P.ENCRYPTED,  # full encryption
+    (P.TLS_HANDSHAKE, U.RESPONSE): P.SESSION,  # login-only encryption: LOGINACK in clear
+    (P.ENCRYPTED, U.TLS_RAW): P.ENCRYPTED,
+    (P.ENCRYPTED, U.RESPONSE): P.SESSION,
+    (P.TLS_FIRST, U.TLS_RAW): P.TLS_FIRST,
+    (P.SESSION, U.RESPONSE): P.SESSION,
+}
+# Where a unit the table does not allow leaves us (the best guess after a ProtocolViolation).
+FALLBACK: dict[Unit, Phase] = {
+    U.PRELOGIN: P.PRELOGIN,
+    U.TLS_IN_TDS: P.TLS_HANDSHAKE,
+    U.TLS_RAW: P.ENCRYPTED,
+    U.LOGIN7: P.LOGIN,
+    U.SSPI: P.LOGIN,
+    U.FEDAUTH: P.LOGIN,
+    U.REQUEST: P.SESSION,
+    U.ATTENTION: P.SESSION,
+    U.OTHER: P.SESSION,
+    U.RESPONSE: P.SESSION,
+}
+
+_CLIENT_UNITS = {
+    PacketType.LOGIN7: U.LOGIN7,
+    PacketType.SSPI: U.SSPI,
+    PacketType.FEDAUTH_TOKEN: U.FEDAUTH,
+    PacketType.SQL_BATCH: U.REQUEST,
+    PacketType.RPC: U.REQUEST,
+    PacketType.ATTENTION: U.ATTENTION,
+}
+_KEEP = frozenset({U.PRELOGIN, U.LOGIN7})
+
+
+@dataclass(slots=True)
+class _Message:
+    """A TDS message being reassembled from its packets."""
+
+    type: int
+    unit: Unit
+    offset: int
+    frames: list[int] = field(default_factory=list)
+    packets: int = 0
+    length: int = 0
+    payload: bytearray | None = None  # kept for PRELOGIN, LOGIN7 and the head of an RPC
+    damaged: bool = False
+
+    def add_frames(self, frames: tuple[int, ...]) -> None:
+        for f in frames:
+            if not self.frames or self.frames[-1] != f:
+                self.frames.append(f)
+
+
+def _tls_payload(payload: bytes) -> bool:
+    return len(payload) >= 3 and starts_tls(payload[0]) and payload[1] == 3
+
+
+class TdsDirection:
+    """One direction (client→server or server→client) of one TDS connection."""
+
+    def __init__(self, from_client: bool) -> None:
+        self.from_client = from_client
+        self.phase = Phase.INITIAL
+        self.buf = ReceiveBuffer(cap=HEADER_LEN + 0xFFFF)
+        self.tls = TlsDissector(from_client)
+        self.tokens = TokenStream()
+        self._table = CLIENT_TRANSITIONS if from_client else SERVER_TRANSITIONS
+        self._msg: _Message | None = None
+        self._desync = False
+        self._skipped = 0  # bytes dropped while out of sync
+        self._skip = 0  # bytes still to drop after a gap inside a known unit
+        self._tls_resync = False  # the TLS child lost bytes inside TDS packets
+
+    # -- public API -------------------------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview, frame: int) -> list[Event]:
+        out: list[Event] = []
+        if self.phase is Phase.CLOSED or not data:
+            return out
+        if self._skip:
+            k = min(self._skip, len(data))
+            self._skip -= k
+            self.buf.advance_stream(k)
+            data = data[k:]
+            if not data:
+                return out
+        self.buf.add(data, frame)
+        self._run(out)
+        return out
+
+    def gap(self, length: int, frame: int) -> list[Event]:
+        """The capture lost ``length`` bytes. If they fall inside a unit whose header we hold,
+        we stay in step (the unit is damaged); otherwise we lose sync and scan for a header."""
+        out: list[Event] = [Gap(frames=(frame,), offset=self.buf.end_offset, length=length)]
+        if length <= 0 or self.phase is Phase.CLOSED:
+            return out
+        buf = self.buf
+        total = self._unit_total() if not self._desync else None
+        if total is not None and len(buf) + length <= total:
+            frames, offset = buf.frames(len(buf)), buf.offset
+            head = buf.peek(HEADER_LEN)
+            self._skip = total - len(buf) - length
+            buf.advance_stream(length)
+            if not starts_tls(head[0]):
+                self._packet(head, None, (), frames, offset, out)
+            elif self.phase not in (Phase.TLS_FIRST, Phase.ENCRYPTED):
+                self._enter(U.TLS_RAW, frames, offset, out)
+            return out
+        buf.advance_stream(length)
+        self._skip = 0
+        self._lose_sync(out, frames=(frame,), offset=buf.offset, report=False)
+        return out
+
+    def eof(self) -> list[Event]:
+        out: list[Event] = []
+        if self.phase is Phase.CLOSED:
+            return out
+        buf = self.buf
+        if len(buf) and not self._desync:
+            out.append(
+                Malformed(
+                    frames=buf.frames(len(buf)),
+                    offset=buf.offset,
+                    code=MalformedCode.TRUNCATED,
+                    what="TLS record" if starts_tls(buf.byte()) else "TDS packet",
+                    detail=f"the stream ended {len(buf)} bytes into a unit",
+                )
+            )
+        buf.clear()
+        self._abort_message(out, "the stream ended before the message's EOM packet")
+        self.phase = Phase.CLOSED
+        return out
+
+    # -- the unit loop ----------------------------------------------------------------------
+
+    def _unit_total(self) -> int | None:
+        buf = self.buf
+        if len(buf) >= HEADER_LEN and header_plausible(buf.peek(HEADER_LEN)):
+            return buf.unpack(HEADER)[2]
+        if len(buf) >= TLS_HEADER_LEN and tls_record_plausible(buf.peek(TLS_HEADER_LEN)):
+            return TLS_HEADER_LEN + buf.unpack(TLS_HEADER)[2]
+        return None
+
+    def _run(self, out: list[Event]) -> None:
+        buf = self.buf
+        while buf.ready():
+            if self._desync:
+                if not self._resync(out):
+                    return
+                continue
+            if starts_tls(buf.byte()):
+                if len(buf) < TLS_HEADER_LEN:
+                    buf.need = TLS_HEADER_LEN
+                    return
+                if not tls_record_plausible(buf.peek(TLS_HEADER_LEN)):
+                    self._lose_sync(out, buf.frames(TLS_HEADER_LEN), buf.offset)
+                    continue
+                total = TLS_HEADER_LEN + buf.unpack(TLS_HEADER)[2]
+                if len(buf) < total:
+                    buf.need = total
+                    return
+                frames, offset, spans = buf.frames(total), buf.offset, buf.spans(total)
+                self._tls_raw(buf.take(total), spans, frames, offset, out)
+                continue
+            if len(buf) < HEADER_LEN:
+                buf.need = HEADER_LEN
+                return
+            head = buf.peek(HEADER_LEN)
+            if not header_plausible(head):
+                self._lose_sync(out, buf.frames(HEADER_LEN), buf.offset)
+                continue
+            total = HEADER.unpack(head)[2]
+            if len(buf) < total:
+                buf.need = total
+                return
+            frames, offset = buf.frames(total), buf.offset
+            buf.skip(HEADER_LEN)
+            spans = buf.spans(total - HEADER_LEN)
+            payload = buf.take(total - HEADER_LEN)
+            self._packet(head, payload, spans, frames, offset, out)
+
+    def _lose_sync(
+        self, out: list[Event], frames: tuple[int, ...], offset: int, report: bool = True
+    ) -> None:
+        if report:
+            first = offset == 0 and self.phase is Phase.INITIAL
+            out.append(
+                Malformed(
+                    frames=frames,
+                    offset=offset,
+                    code=MalformedCode.NOT_TDS if first else MalformedCode.LOST_SYNC,
+                    what="stream",
+                    detail="neither a TDS packet header nor a TLS record header here",
+                )
+            )
+        self._abort_message(out, "lost sync inside the message")
+        self._desync = True
+        self._skipped = 0
+        if report and len(self.buf):
+            self.buf.skip(1)
+            self._skipped = 1
+
+    def _resync(self, out: list[Event]) -> bool:
+        buf = self.buf
+        with buf.view() as mv:
+            i = find_resync(mv)
+        if i < 0:
+            drop = max(len(buf) - (HEADER_LEN - 1), 0)
+            self._skipped += drop
+            buf.skip(drop)
+            buf.need = len(buf) + 1
+            return False
+        self._skipped += i
+        buf.skip(i)
+        out.append(Resync(frames=buf.frames(1), offset=buf.offset, skipped=self._skipped))
+        self._desync = False
+        self._skipped = 0
+        self._tls_resync = True
+        return True
+
+    def _enter(self, unit: Unit, frames: tuple[int, ...], offset: int, out: list[Event]) -> None:
+        nxt = self._table.get((self.phase, unit))
+        if nxt is None:
+            side = "client" if self.from_client else "server"
+            out.append(
+                ProtocolViolation(
+                    frames=frames,
+                    offset=offset,
+                    state=self.phase.value,
+                    unit=unit.value,
+                    detail=f"a {side} does not send {unit.value} in phase {self.phase.value}",
+                )
+            )
+            nxt = FALLBACK[unit]
+            if unit is U.TLS_RAW and self.phase is Phase.TLS_FIRST:
+                nxt = Phase.TLS_FIRST
+        self.phase = nxt
+
+    # -- raw TLS ----------------------------------------------------------------------------
+
+    def _tls_raw(self, record: bytes, spans: Spans, frames, offset, out: list[Event]) -> None:
+        self._abort_message(out, "a TLS record arrived before the message's EOM packet")
+        self._enter(U.TLS_RAW, frames, offset, out)
+        if self.tls.broken or self._tls_resync:
+            self._restart_tls()
+        out += self.tls.feed(record, spans, TlsCarrier.RAW)
+
+    def _restart_tls(self) -> None:
+        """After damage the TLS child restarts at a record boundary, keeping its state."""
+        old = self.tls
+        self.tls = TlsDissector(self.from_client)
+        self.tls.state = old.state
+        self.tls.version = old.version
+        self._tls_resync = False
+
+    # -- TDS packets and messages -----------------------------------------------------------
+
+    def _packet(
+        self, head: bytes, payload: bytes | None, spans: Spans, frames, offset, out
+    ) -> None:
+        """One TDS packet; ``payload`` None means a gap ate part of it."""
+        ptype, status, length, spid, packet_id, window = HEADER.unpack(head)
+        out.append(
+            TdsPacket(
+                frames=frames,
+                offset=offset,
+                type=ptype,
+                status=status,
+                length=length,
+                spid=spid,
+                packet_id=packet_id,
+                window=window,
+            )
+        )
+        msg = self._msg
+        if msg is not None and msg.type != ptype:
+            if ptype != PacketType.ATTENTION:
+                out.append(
+                    ProtocolViolation(
+                        frames=frames,
+                        offset=offset,
+                        state=self.phase.value,
+                        unit=f"packet type 0x{ptype:02x}",
+                        detail=f"message of type 0x{msg.type:02x} interrupted before its EOM",
+                    )
+                )
+            self._abort_message(out, "interrupted by another message")
+            msg = None
+        if msg is None:
+            if payload is None:
+                unit = self._unit_for(ptype, b"")
+                self._enter(unit, frames, offset, out)
+                msg = _Message(type=ptype, unit=unit, offset=offset, damaged=True)
+            else:
+                unit = self._unit_for(ptype, payload)
+                self._enter(unit, frames, offset, out)
+                msg = _Message(type=ptype, unit=unit, offset=offset)
+                if unit in _KEEP or (ptype == PacketType.RPC):
+                    msg.payload = bytearray()
+            self._msg = msg
+        msg.packets += 1
+        msg.length += length - HEADER_LEN
+        msg.add_frames(frames)
+        if payload is None:
+            self._damage(msg)
+        elif msg.unit is U.TLS_IN_TDS:
+            if self._tls_resync or self.tls.broken:
+                self._restart_tls()
+            out += self.tls.feed(payload, spans, TlsCarrier.TDS)
+        elif msg.unit is U.RESPONSE:
+            out += self.tokens.feed(payload, spans)
+        elif msg.payload is not None and not msg.damaged:
+            limit = RPC_HEAD if msg.unit is U.REQUEST else KEEP_CAP
+            room = limit - len(msg.payload)
+            if len(payload) > room and msg.unit in _KEEP:
+                out.append(
+                    Malformed(
+                        frames=frames,
+                        offset=offset,
+                        code=MalformedCode.TOO_LARGE,
+                        what=msg.unit.value,
+                        detail=f"message exceeds {KEEP_CAP} bytes",
+                    )
+                )
+                msg.payload = None
+                msg.damaged = True
+            else:
+                msg.payload += payload[: max(room, 0)]
+        if status & PacketStatus.EOM:
+            self._msg = None
+            if status & PacketStatus.IGNORE:  # 2.2.3.1.2: the sender cancelled this message
+                if msg.unit is U.RESPONSE:
+                    self.tokens.abandon()
+                    self.tokens.end_of_message()
+                return
+            self._finish(msg, out)
+
+    def _unit_for(self, ptype: int, payload: bytes) -> Unit:
+        if ptype in (PacketType.PRELOGIN, PacketType.TABULAR_RESULT) and _tls_payload(payload):
+            return U.TLS_IN_TDS
+        if self.from_client:
+            if ptype == PacketType.PRELOGIN:
+                return U.PRELOGIN
+            return _CLIENT_UNITS.get(ptype, U.OTHER)
+        if ptype == PacketType.PRELOGIN:
+            return U.PRELOGIN
+        if self.phase is Phase.INITIAL and is_prelogin_payload(payload):
+            return U.PRELOGIN
+        return U.RESPONSE
+
+    def _damage(self, msg: _Message) -> None:
+        msg.damaged = True
+        msg.payload = None
+        if msg.unit is U.RESPONSE:
+            self.tokens.abandon()
+        elif msg.unit is U.TLS_IN_TDS:
+            self._tls_resync = True
+
+    def _abort_message(self, out: list[Event], why: str) -> None:
+        msg, self._msg = self._msg, None
+        if msg is None:
+            return
+        if msg.unit is U.RESPONSE:
+            self.tokens.abandon()
+            self.tokens.end_of_message()
+        if msg.unit is U.ATTENTION:
+            out.append(Attention(frames=tuple(msg.frames), offset=msg.offset))
+            return
+        out.append(
+            Malformed(
+                frames=tuple(msg.frames),
+                offset=msg.offset,
+                code=MalformedCode.TRUNCATED,
+                what=msg.unit.value,
+                detail=why,
+            )
+        )
+
+    def _finish(self, msg: _Message, out: list[Event]) -> None:
+        frames, offset, unit = tuple(msg.frames), msg.offset, msg.unit
+        if unit in _KEEP and (msg.damaged or msg.payload is None):
+            out.append(
+                Malformed(
+                    frames=frames,
+                    offset=offset,
+                    code=MalformedCode.TRUNCATED,
+                    what=unit.value,
+                    detail="part of the message is missing from the capture",
+                )
+            )
+            return
+        if unit is U.PRELOGIN:
+            assert msg.payload is not None
+            out.append(
+                parse_prelogin(
+                    bytes(msg.payload), from_client=self.from_client, frames=frames, offset=offset
+                )
+            )
+        elif unit is U.LOGIN7:
+            assert msg.payload is not None
+            out.append(parse_login7(bytes(msg.payload), frames=frames, offset=offset))
+        elif unit is U.RESPONSE:
+            out += self.tokens.end_of_message()
+            out.append(
+                EndOfResponse(frames=frames, offset=offset, length=msg.length, packets=msg.packets)
+            )
+        elif unit is U.REQUEST and msg.type == PacketType.SQL_BATCH:
+            out.append(
+                SqlBatch(frames=frames, offset=offset, length=msg.length, packets=msg.packets)
+            )
+        elif unit is U.REQUEST:
+            proc_id, proc_name = _rpc_target(bytes(msg.payload or b""))
+            out.append(
+                Rpc(
+                    frames=frames,
+                    offset=offset,
+                    length=msg.length,
+                    packets=msg.packets,
+                    proc_id=proc_id,
+                    proc_name=proc_name,
+                )
+            )
+        elif unit is U.ATTENTION:
+            out.append(Attention(frames=frames, offset=offset))
+        elif unit is U.SSPI:
+            out.append(Sspi(frames=frames, offset=offset, length=msg.length, from_client=True))
+        elif unit is U.FEDAUTH:
+            out.append(FedAuthToken(frames=frames, offset=offset, length=msg.length))
+        elif unit is U.OTHER:
+            out.append(
+                TdsMessage(
+                    frames=frames,
+                    offset=offset,
+                    type=msg.type,
+                    length=msg.length,
+                    packets=msg.packets,
+                )
+            )
+        # TLS_IN_TDS: the TLS child already reported record by record.
+
+
+def _rpc_target(head: bytes) -> tuple[int | None, str | None]:
+    """Procedure of an RPC request (2.2.6.6): after optional ALL_HEADERS, a name or an id."""
+    pos = 0
+    if len(head) >= 4:
+        total = struct.unpack_from("<I", head)[0]
+        if 4 <= total <= len(head) and (total == 4 or len(head) >= 8):
+            first = struct.unpack_from("<I", head, 4)[0] if total > 4 else 0
+            if total == 4 or 0 < first <= total - 4:
+                pos = total
+    if len(head) < pos + 2:
+        return None, None
+    n = struct.unpack_from("<H", head, pos)[0]
+    if n == 0xFFFF:
+        if len(head) < pos + 4:
+            return None, None
+        return struct.unpack_from("<H", head, pos + 2)[0], None
+    raw = head[pos + 2 : pos + 2 + 2 * n]
+    if len(raw) < 2 * n:
+        return None, None
+    return None, raw.decode("utf-16-le", "replace")

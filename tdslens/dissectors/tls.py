@@ -1,0 +1,448 @@
+"""TLS records and the cleartext part of the handshake, as SQL Server carries them.
+
+TDS 7.x wraps the TLS handshake in PRELOGIN packets (the client in 0x12; servers answer in 0x12
+or 0x04 packets), then, for login-only encryption, sends the LOGIN7 as TLS records directly on TCP
+and goes back to cleartext TDS. TDS 8.0 (strict) starts with TLS on TCP and never leaves it.
+The session driver hands us record bytes either way, with the carrier that brought them.
+
+We decode what is in clear: hellos (versions, SNI, ALPN, ciphers), alerts sent before
+encryption, the server certificate (TLS <= 1.2 only: 1.3 encrypts it), ChangeCipherSpec.
+After that, records are counted as encrypted, never guessed at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from enum import Enum, IntEnum
+from typing import Any
+
+from .buffer import ReceiveBuffer, Spans
+from .events import (
+    Certificate,
+    ChangeCipherSpec,
+    ClientHello,
+    EncryptedData,
+    Event,
+    Malformed,
+    MalformedCode,
+    ProtocolViolation,
+    ServerHello,
+    TlsAlert,
+    TlsCarrier,
+    TlsHandshake,
+    TlsRecord,
+)
+from .tds import TLS_HEADER, TLS_HEADER_LEN, TLS_MAX_RECORD
+
+HANDSHAKE_HEADER = struct.Struct(">BBH")  # msg_type, then a 24-bit length as (hi byte, low 16)
+HANDSHAKE_CAP = 1 << 18  # a certificate chain of a few certificates fits easily
+
+
+class ContentType(IntEnum):
+    CHANGE_CIPHER_SPEC = 20
+    ALERT = 21
+    HANDSHAKE = 22
+    APPLICATION_DATA = 23
+
+
+class HandshakeType(IntEnum):
+    HELLO_REQUEST = 0
+    CLIENT_HELLO = 1
+    SERVER_HELLO = 2
+    NEW_SESSION_TICKET = 4
+    ENCRYPTED_EXTENSIONS = 8
+    CERTIFICATE = 11
+    SERVER_KEY_EXCHANGE = 12
+    CERTIFICATE_REQUEST = 13
+    SERVER_HELLO_DONE = 14
+    CERTIFICATE_VERIFY = 15
+    CLIENT_KEY_EXCHANGE = 16
+    FINISHED = 20
+    CERTIFICATE_STATUS = 22
+
+
+class Extension(IntEnum):
+    SERVER_NAME = 0
+    ALPN = 16
+    SUPPORTED_VERSIONS = 43
+
+
+class TlsVersion(IntEnum):
+    SSL3 = 0x0300
+    TLS1_0 = 0x0301
+    TLS1_1 = 0x0302
+    TLS1_2 = 0x0303
+    TLS1_3 = 0x0304
+
+
+class TlsState(Enum):
+    """One side of a TLS handshake as seen on the wire."""
+
+    START = "start"  # nothing sent yet
+    HELLO = "hello"  # ClientHello / ServerHello sent, cleartext handshake continues
+    ENCRYPTED = "encrypted"  # after this side's ChangeCipherSpec (or a TLS 1.3 ServerHello)
+
+
+# Which cleartext handshake messages each side may send in each state; anything else is a
+# ProtocolViolation (still decoded: we are passive, the wire is what it is).
+_H = HandshakeType
+LEGAL: dict[tuple[bool, TlsState], frozenset[int]] = {
+    (True, TlsState.START): frozenset({_H.CLIENT_HELLO}),
+    (True, TlsState.HELLO): frozenset(
+        {_H.CLIENT_HELLO, _H.CERTIFICATE, _H.CLIENT_KEY_EXCHANGE, _H.CERTIFICATE_VERIFY}
+    ),
+    (False, TlsState.START): frozenset({_H.HELLO_REQUEST, _H.SERVER_HELLO}),
+    (False, TlsState.HELLO): frozenset(
+        {
+            _H.SERVER_HELLO,  # after a HelloRetryRequest
+            _H.CERTIFICATE,
+            _H.CERTIFICATE_STATUS,
+            _H.SERVER_KEY_EXCHANGE,
+            _H.CERTIFICATE_REQUEST,
+            _H.SERVER_HELLO_DONE,
+            _H.NEW_SESSION_TICKET,
+        }
+    ),
+}
+# Transitions: (from_client, state, trigger) -> next state. Triggers are handshake types or "CCS".
+TRANSITIONS: dict[tuple[bool, TlsState, Any], TlsState] = {
+    (True, TlsState.START, _H.CLIENT_HELLO): TlsState.HELLO,
+    (False, TlsState.START, _H.SERVER_HELLO): TlsState.HELLO,
+    (True, TlsState.HELLO, "CCS"): TlsState.ENCRYPTED,
+    (False, TlsState.HELLO, "CCS"): TlsState.ENCRYPTED,
+    (False, TlsState.HELLO, "TLS1.3"): TlsState.ENCRYPTED,  # ServerHello chose TLS 1.3
+}
+
+
+class _Short(Exception):
+    pass
+
+
+class _R:
+    """Bounds-checked big-endian reader; running out raises _Short (malformed in context)."""
+
+    __slots__ = ("d", "end", "p")
+
+    def __init__(self, d: bytes, p: int = 0, end: int | None = None) -> None:
+        self.d, self.p, self.end = d, p, len(d) if end is None else end
+
+    def take(self, n: int) -> bytes:
+        if self.p + n > self.end:
+            raise _Short
+        self.p += n
+        return self.d[self.p - n : self.p]
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def u24(self) -> int:
+        return int.from_bytes(self.take(3), "big")
+
+    def vec(self, len_bytes: int) -> _R:
+        n = int.from_bytes(self.take(len_bytes), "big")
+        start = self.p
+        self.take(n)
+        return _R(self.d, start, start + n)
+
+    def left(self) -> int:
+        return self.end - self.p
+
+
+def _extensions(r: _R) -> dict[int, _R]:
+    out: dict[int, _R] = {}
+    if not r.left():
+        return out
+    exts = r.vec(2)
+    while exts.left():
+        etype = exts.u16()
+        out.setdefault(etype, exts.vec(2))
+    return out
+
+
+def parse_client_hello(body: bytes) -> dict[str, Any]:
+    """ClientHello fields (RFC 8446 4.1.2). Raises _Short when lengths overrun the body."""
+    r = _R(body)
+    legacy = r.u16()
+    r.take(32)
+    r.vec(1)
+    cs = r.vec(2)
+    ciphers = tuple(cs.u16() for _ in range(cs.left() // 2))
+    r.vec(1)
+    exts = _extensions(r)
+    sni = None
+    if Extension.SERVER_NAME in exts:
+        names = exts[Extension.SERVER_NAME].vec(2)
+        while names.left():
+            kind, name = names.u8(), names.vec(2)
+            if kind == 0:
+                sni = name.take(name.left()).decode("ascii", "replace")
+                break
+    alpn: tuple[str, ...] = ()
+    if Extension.ALPN in exts:
+        protos = exts[Extension.ALPN].vec(2)
+        items = []
+        while protos.left():
+            p = protos.vec(1)
+            items.append(p.take(p.left()).decode("ascii", "replace"))
+        alpn = tuple(items)
+    versions: tuple[int, ...] = ()
+    if Extension.SUPPORTED_VERSIONS in exts:
+        v = exts[Extension.SUPPORTED_VERSIONS].vec(1)
+        versions = tuple(v.u16() for _ in range(v.left() // 2))
+    return {
+        "legacy_version": legacy,
+        "supported_versions": versions,
+        "sni": sni,
+        "alpn": alpn,
+        "cipher_suites": ciphers,
+    }
+
+
+def parse_server_hello(body: bytes) -> dict[str, Any]:
+    """ServerHello fields; TLS 1.3 is visible only in supported_versions (RFC 8446 4.2.1)."""
+    r = _R(body)
+    legacy = r.u16()
+    r.take(32)
+    r.vec(1)
+    cipher = r.u16()
+    r.u8()
+    exts = _extensions(r)
+    selected = legacy
+    if Extension.SUPPORTED_VERSIONS in exts:
+        selected = exts[Extension.SUPPORTED_VERSIONS].u16()
+    alpn = None
+    if Extension.ALPN in exts:
+        p = exts[Extension.ALPN].vec(2).vec(1)
+        alpn = p.take(p.left()).decode("ascii", "replace")
+    return {
+        "legacy_version": legacy,
+        "selected_version": selected,
+        "cipher_suite": cipher,
+        "alpn": alpn,
+    }
+
+
+def parse_certificate(body: bytes) -> dict[str, Any]:
+    """TLS <= 1.2 Certificate: a 24-bit list of 24-bit DER certificates; the first is the leaf."""
+    r = _R(body)
+    chain = r.vec(3)
+    ders: list[bytes] = []
+    while chain.left():
+        c = chain.vec(3)
+        ders.append(c.take(c.left()))
+    fields: dict[str, Any] = {
+        "count": len(ders),
+        "subject": None,
+        "issuer": None,
+        "san": (),
+        "not_before": None,
+        "not_after": None,
+        "sha256": hashlib.sha256(ders[0]).hexdigest() if ders else "",
+    }
+    if ders:
+        fields.update(_x509_summary(ders[0]))
+    return fields
+
+
+def _x509_summary(der: bytes) -> dict[str, Any]:
+    """Subject, issuer, SAN and validity through the `cryptography` package when present."""
+    try:
+        from cryptography import x509
+    except ImportError:  # optional: without it we still report the fingerprint and count
+        return {}
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        out: dict[str, Any] = {
+            "subject": cert.subject.rfc4514_string(),
+            "issuer": cert.issuer.rfc4514_string(),
+            "not_before": cert.not_valid_before_utc.isoformat(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+        }
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            out["san"] = tuple(san.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            pass
+        return out
+    except Exception:
+        return {}
+
+
+class TlsDissector:
+    """One direction of a TLS conversation: records in, TLS events out."""
+
+    def __init__(self, from_client: bool) -> None:
+        self.from_client = from_client
+        self.state = TlsState.START
+        self.records = ReceiveBuffer(cap=TLS_MAX_RECORD + TLS_HEADER_LEN)
+        self.handshake = ReceiveBuffer(cap=HANDSHAKE_CAP)
+        self.version: int | None = None  # negotiated version, when this side saw it
+        self.broken = False  # a bad record header: stop until the driver resets us
+
+    @property
+    def encrypted(self) -> bool:
+        return self.state is TlsState.ENCRYPTED
+
+    def feed(self, data: bytes, spans: Spans, carrier: TlsCarrier) -> list[Event]:
+        if self.broken:
+            return []
+        self.records.add_spans(data, spans)
+        out: list[Event] = []
+        buf = self.records
+        while buf.ready():
+            if len(buf) < TLS_HEADER_LEN:
+                buf.need = TLS_HEADER_LEN
+                break
+            ctype, version, length = buf.unpack(TLS_HEADER)
+            if ctype not in tuple(ContentType) or version >> 8 != 3 or length > TLS_MAX_RECORD:
+                out.append(
+                    Malformed(
+                        frames=buf.frames(len(buf)),
+                        offset=buf.origin(),
+                        code=MalformedCode.BAD_HEADER,
+                        what="TLS record",
+                        detail=f"type {ctype}, version 0x{version:04x}, length {length}",
+                    )
+                )
+                buf.clear()
+                self.broken = True
+                break
+            total = TLS_HEADER_LEN + length
+            if len(buf) < total:
+                buf.need = total
+                break
+            frames, offset, spans_ = buf.frames(total), buf.origin(), buf.spans(total)
+            record = buf.take(total)
+            out += self._record(ctype, version, record, spans_, frames, offset, carrier)
+        return out
+
+    def _record(self, ctype, version, record, spans, frames, offset, carrier) -> list[Event]:
+        body = record[TLS_HEADER_LEN:]
+        if ctype == ContentType.CHANGE_CIPHER_SPEC:
+            self._move("CCS")
+            return [ChangeCipherSpec(frames=frames, offset=offset, carrier=carrier)]
+        if ctype == ContentType.ALERT:
+            if not self.encrypted and len(body) == 2:
+                return [
+                    TlsAlert(
+                        frames=frames,
+                        offset=offset,
+                        level=body[0],
+                        description=body[1],
+                        carrier=carrier,
+                    )
+                ]
+            return [
+                TlsAlert(
+                    frames=frames, offset=offset, level=None, description=None, carrier=carrier
+                )
+            ]
+        if ctype == ContentType.APPLICATION_DATA:
+            return [EncryptedData(frames=frames, offset=offset, length=len(body), carrier=carrier)]
+        if ctype == ContentType.HANDSHAKE and not self.encrypted:
+            body_spans = _drop_front(spans, TLS_HEADER_LEN)
+            self.handshake.add_spans(body, body_spans)
+            return self._handshakes(carrier)
+        if ctype == ContentType.HANDSHAKE:
+            return [
+                TlsHandshake(
+                    frames=frames,
+                    offset=offset,
+                    msg_type=-1,
+                    length=len(body),
+                    encrypted=True,
+                    carrier=carrier,
+                )
+            ]
+        return [TlsRecord(frames=frames, offset=offset, content_type=ctype, version=version,
+                          length=len(body), carrier=carrier)]  # fmt: skip
+
+    def _move(self, trigger: Any) -> None:
+        nxt = TRANSITIONS.get((self.from_client, self.state, trigger))
+        if nxt is not None:
+            self.state = nxt
+        elif trigger == "CCS":
+            self.state = TlsState.ENCRYPTED
+
+    def _handshakes(self, carrier: TlsCarrier) -> list[Event]:
+        out: list[Event] = []
+        hs = self.handshake
+        while len(hs) >= 4:
+            msg_type, hi, lo = hs.unpack(HANDSHAKE_HEADER)
+            length = (hi << 16) | lo
+            if length + 4 > hs.cap:
+                out.append(
+                    Malformed(
+                        frames=hs.frames(len(hs)), offset=hs.origin(), code=MalformedCode.TOO_LARGE,
+                        what="TLS handshake", detail=f"message type {msg_type} of {length} bytes",
+                    )
+                )  # fmt: skip
+                hs.clear()
+                break
+            if len(hs) < 4 + length:
+                break
+            frames, offset = hs.frames(4 + length), hs.origin()
+            body = hs.take(4 + length)[4:]
+            out += self._handshake(msg_type, body, frames, offset, carrier)
+        return out
+
+    def _handshake(self, msg_type, body, frames, offset, carrier) -> list[Event]:
+        out: list[Event] = []
+        legal = LEGAL.get((self.from_client, self.state), frozenset())
+        if msg_type not in legal:
+            side = "client" if self.from_client else "server"
+            out.append(
+                ProtocolViolation(
+                    frames=frames, offset=offset, state=self.state.value, unit=_hs_name(msg_type),
+                    detail=f"the {side} may not send this in state {self.state.value}",
+                )
+            )  # fmt: skip
+        try:
+            if msg_type == HandshakeType.CLIENT_HELLO:
+                fields = parse_client_hello(body)
+                out.append(ClientHello(frames=frames, offset=offset, carrier=carrier, **fields))
+            elif msg_type == HandshakeType.SERVER_HELLO:
+                fields = parse_server_hello(body)
+                self.version = fields["selected_version"]
+                out.append(ServerHello(frames=frames, offset=offset, carrier=carrier, **fields))
+            elif msg_type == HandshakeType.CERTIFICATE:
+                fields = parse_certificate(body)
+                out.append(Certificate(frames=frames, offset=offset, carrier=carrier, **fields))
+            else:
+                out.append(
+                    TlsHandshake(frames=frames, offset=offset, msg_type=msg_type, length=len(body),
+                                 encrypted=False, carrier=carrier)
+                )  # fmt: skip
+        except _Short:
+            out.append(
+                Malformed(
+                    frames=frames, offset=offset, code=MalformedCode.BAD_LENGTH,
+                    what=_hs_name(msg_type), detail="a length field runs past the message",
+                )
+            )  # fmt: skip
+        self._move(msg_type)
+        if msg_type == HandshakeType.SERVER_HELLO and self.version == TlsVersion.TLS1_3:
+            self._move("TLS1.3")
+        return out
+
+
+def _hs_name(msg_type: int) -> str:
+    try:
+        return HandshakeType(msg_type).name
+    except ValueError:
+        return f"handshake type {msg_type}"
+
+
+def _drop_front(spans: Spans, n: int) -> Spans:
+    out: list[tuple[int, int, int]] = []
+    for length, frame, origin in spans:
+        if n >= length:
+            n -= length
+            continue
+        out.append((length - n, frame, origin + n))
+        n = 0
+    return tuple(out)
