@@ -1,0 +1,495 @@
+"""Time tdslens against tshark on generated captures; write benchmarks/RESULTS.md.
+
+Why one script: the targets (issue 3: `tdslens streams` at least 5x faster than
+`tshark -q -z conv,tcp` with a peak RSS that does not grow with the file; issue 9: `tdslens
+analyze` at least 10x faster than tshark's TDS dissection) are only meaningful when both tools
+run on the same machine, on the same files, in the same run. The machine is shared and noisy,
+so every command runs `--repeat` times, interleaved with its competitor, and only medians count.
+
+    python benchmarks/run.py                          # 200k and 2M packets, 3 runs each
+    python benchmarks/run.py --sizes 20k --repeat 1   # a quick check of the script itself
+
+Captures are cached in benchmarks/data/ (git-ignored) and rebuilt when the generator changes.
+Each process's peak RSS is its own `ru_maxrss` from `os.wait4`, so nothing else is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DATA = HERE / "data"
+RESULTS = HERE / "RESULTS.md"
+sys.path.insert(0, str(HERE))
+import generate  # noqa: E402  (sibling module; benchmarks/ is not a package)
+
+STREAMS_TARGET = 5.0  # issue 3: tshark time / tdslens time
+ANALYZE_TARGET = 10.0  # issue 9
+RSS_GROWTH_LIMIT = 1.15  # "does not grow": largest size within 15% of the smallest
+# Issue 9's reference: Wireshark's TDS dissection, worker ports decoded as TDS, one line per PDU.
+TSHARK_TDS = (
+    "-d tcp.port==11000-11999,tds -Y tds -T fields -e frame.number -e tcp.stream -e tds.type"
+)
+MAX_RUNS_KEPT = 8  # earlier runs kept in RESULTS.md below the latest
+
+# The in-process measurement: read + decode + TCP stream assignment and reassembly, no output.
+INPROCESS = """
+import json, sys, time
+from tdslens.analyzer.pipeline import CapturePipeline
+t = time.perf_counter()
+pipe = CapturePipeline(sys.argv[1])
+n = 0
+for batch in pipe.batches():
+    n += len(batch.events)
+print(json.dumps({"seconds": time.perf_counter() - t, "events": n, "frames": pipe.frames,
+                  "streams": pipe.engine.streams}))
+"""
+
+
+@dataclass
+class Sample:
+    seconds: float
+    peak_rss_kb: int
+    returncode: int
+    stderr: str
+
+
+@dataclass
+class Measure:
+    """All runs of one command on one capture."""
+
+    name: str
+    argv: list[str]
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.samples) and all(s.returncode == 0 for s in self.samples)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(s.seconds for s in self.samples)
+
+    @property
+    def rss_mib(self) -> float:
+        return statistics.median(s.peak_rss_kb for s in self.samples) / 1024
+
+
+def run_once(argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> Sample:
+    """Run a command with output discarded; wall time and the child's own peak RSS."""
+    err_path = DATA / ".stderr"
+    with open(err_path, "w+b") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    return Sample(seconds, usage.ru_maxrss, proc.returncode, text[-2000:])
+
+
+def run_capture(argv: list[str]) -> tuple[Sample, dict]:
+    """Like run_once, but keeps stdout (the in-process script prints JSON)."""
+    out_path = DATA / ".stdout"
+    with open(out_path, "w+b") as out, open(DATA / ".stderr", "w+b") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text = out.read().decode(errors="replace")
+        errors = err.read().decode(errors="replace")
+    try:
+        info = json.loads(text.strip().splitlines()[-1]) if text.strip() else {}
+    except json.JSONDecodeError:
+        info = {}
+    return Sample(seconds, usage.ru_maxrss, proc.returncode, errors[-2000:]), info
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": ram,
+        "python": platform.python_version(),
+    }
+
+
+def tshark_version(tshark: str) -> str:
+    out = subprocess.run([tshark, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].rstrip(".") if out else "?"
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return r.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "tdslens")
+    return commit + (" (+ uncommitted changes in tdslens/)" if dirty else "")
+
+
+def tdslens_command(explicit: str | None) -> list[str]:
+    """The tdslens entry point: --tdslens, ./.venv, PATH, or the module from this checkout."""
+    if explicit:
+        return explicit.split()
+    venv = REPO / ".venv" / "bin" / "tdslens"
+    if venv.exists():
+        return [str(venv)]
+    found = shutil.which("tdslens")
+    if found:
+        return [found]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from tdslens.analyzer.cli import main; sys.exit(main())",
+    ]
+
+
+def has_subcommand(cmd: list[str], sub: str) -> bool:
+    r = subprocess.run([*cmd, sub, "--help"], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def tdslens_python(cmd: list[str]) -> str:
+    """The interpreter tdslens runs under (for the in-process measurement)."""
+    if cmd[0] == sys.executable:
+        return sys.executable
+    first = Path(cmd[0]).read_bytes()[:200].decode(errors="replace").splitlines()[0]
+    if first.startswith("#!") and "python" in first:
+        return first[2:].strip().split()[0]
+    return sys.executable
+
+
+# -- captures ----------------------------------------------------------------------------------
+
+
+def generator_fingerprint() -> str:
+    h = hashlib.sha256()
+    for name in ("generate.py", "tdswire.py"):
+        h.update((HERE / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def capture_for(label: str, packets: int, seed: int) -> tuple[Path, dict]:
+    """The cached capture for this size, rebuilt when missing or made by another generator."""
+    path = DATA / f"tds-{label}-s{seed}.pcap"
+    meta = Path(str(path) + ".json")
+    fingerprint = generator_fingerprint()
+    if path.exists() and meta.exists():
+        manifest = json.loads(meta.read_text())
+        if manifest.get("generator") == fingerprint and manifest.get("packets") == packets:
+            return path, manifest
+    print(f"generating {path.name} ({packets:,} packets)...", flush=True)
+    manifest = generate.generate(packets, seed, path)
+    manifest["generator"] = fingerprint
+    meta.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path, manifest
+
+
+def warm(path: Path) -> None:
+    """Read the file once so that every timed run finds it in the page cache."""
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+# -- benchmark -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SizeResult:
+    label: str
+    manifest: dict
+    streams: tuple[Measure, Measure] | None = None  # (tdslens, tshark)
+    analyze: tuple[Measure, Measure] | None = None
+    inprocess: Measure | None = None
+    inprocess_info: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def compare(a: Measure, b: Measure, repeat: int, capture: Path) -> None:
+    """Interleave the two commands so that noise hits both alike."""
+    for i in range(repeat):
+        for m in (a, b):
+            s = run_once(m.argv)
+            m.samples.append(s)
+            status = (
+                "" if s.returncode == 0 else f"  exit {s.returncode}: {s.stderr.strip()[-300:]}"
+            )
+            print(
+                f"  {m.name:<18} run {i + 1}: {s.seconds:8.2f} s "
+                f"{s.peak_rss_kb / 1024:8.0f} MiB{status}",
+                flush=True,
+            )
+        if not a.ok:  # a broken command would only repeat its error
+            break
+
+
+def bench_size(
+    label: str,
+    packets: int,
+    args: argparse.Namespace,
+    cmd: list[str],
+    can_streams: bool,
+    can_analyze: bool,
+) -> SizeResult:
+    path, manifest = capture_for(label, packets, args.seed)
+    res = SizeResult(label, manifest)
+    warm(path)
+    print(f"{path.name}: {manifest['packets']:,} packets, {manifest['bytes']:,} bytes", flush=True)
+
+    if can_streams:
+        a = Measure("tdslens streams", [*cmd, "streams", str(path)])
+        b = Measure("tshark conv,tcp", [args.tshark, "-r", str(path), "-q", "-z", "conv,tcp"])
+        compare(a, b, args.repeat, path)
+        res.streams = (a, b)
+    else:
+        res.notes.append("`tdslens streams` is not available in this checkout: not timed.")
+
+    if can_analyze:
+        out = DATA / f".analyze-{label}.json"
+        a = Measure("tdslens analyze", [*cmd, "analyze", str(path), "--json", str(out)])
+        b = Measure("tshark tds fields", [args.tshark, "-r", str(path), *TSHARK_TDS.split()])
+        compare(a, b, args.repeat, path)
+        res.analyze = (a, b)
+    else:
+        res.notes.append("`tdslens analyze` does not exist yet (issue 9): skipped.")
+
+    if not args.no_inprocess:
+        python = tdslens_python(cmd)
+        m = Measure("in-process", [python, "-c", INPROCESS, str(path)])
+        for i in range(args.repeat):
+            s, info = run_capture(m.argv)
+            if s.returncode != 0:
+                res.notes.append(
+                    "In-process pipeline measurement unavailable: "
+                    + (s.stderr.strip().splitlines() or ["?"])[-1][:200]
+                )
+                m = None
+                break
+            # The script's own clock excludes interpreter start and imports.
+            m.samples.append(Sample(info.get("seconds", s.seconds), s.peak_rss_kb, 0, ""))
+            res.inprocess_info = info
+            print(
+                f"  {'in-process':<18} run {i + 1}: {info.get('seconds', 0):8.2f} s "
+                f"{s.peak_rss_kb / 1024:8.0f} MiB",
+                flush=True,
+            )
+        res.inprocess = m
+    return res
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _row(size: SizeResult, pair: tuple[Measure, Measure], target: float) -> str:
+    ours, theirs = pair
+    m = size.manifest
+    if not ours.ok:
+        err = next((s.stderr.strip().splitlines()[-1:] for s in ours.samples if s.returncode), [""])
+        return (
+            f"| {size.label} | {m['packets']:,} | {m['bytes'] / 1e6:,.0f} MB | failed "
+            f"({err[0][:80] if err else ''}) | {theirs.median:.2f} | - | - | "
+            f"{theirs.rss_mib:,.0f} | >={target:g}x | no |"
+        )
+    ratio = theirs.median / ours.median
+    met = "yes" if ratio >= target else "no"
+    return (
+        f"| {size.label} | {m['packets']:,} | {m['bytes'] / 1e6:,.0f} MB | {ours.median:.2f} "
+        f"| {theirs.median:.2f} | **{ratio:.1f}x** | {ours.rss_mib:,.0f} | {theirs.rss_mib:,.0f} "
+        f"| >={target:g}x | {met} |"
+    )
+
+
+HEADER = (
+    "| size | packets | file | tdslens s | tshark s | tshark/tdslens | tdslens peak RSS MiB "
+    "| tshark peak RSS MiB | target | met |\n|---|--:|--:|--:|--:|--:|--:|--:|---|---|"
+)
+
+
+def report(results: list[SizeResult], args: argparse.Namespace, env: dict[str, str]) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## {now} - tdslens {env['commit']}",
+        "",
+        f"Machine: {env['nproc']} CPUs ({env['cpu']}), {env['ram']} RAM, shared with other "
+        f"work (noisy; medians of {args.repeat} interleaved runs). {env['tshark']}. "
+        f"Python {env['python']}. Generator seed {args.seed}, fingerprint {env['generator']}.",
+        "",
+    ]
+    streams = [r for r in results if r.streams]
+    if streams:
+        lines += [
+            "### Issue 3: `tdslens streams CAPTURE` vs `tshark -r CAPTURE -q -z conv,tcp`",
+            "",
+            HEADER,
+        ]
+        lines += [_row(r, r.streams, STREAMS_TARGET) for r in streams]
+        ok = [r for r in streams if r.streams[0].ok]
+        if len(ok) >= 2:
+            small, big = ok[0], ok[-1]
+            growth = big.streams[0].rss_mib / small.streams[0].rss_mib
+            verdict = "met" if growth <= RSS_GROWTH_LIMIT else "NOT met"
+            lines += [
+                "",
+                f"Peak RSS of tdslens, {small.label} → {big.label}: "
+                f"{small.streams[0].rss_mib:,.0f} → {big.streams[0].rss_mib:,.0f} MiB "
+                f"(x{growth:.2f}; target: no growth, i.e. <= x{RSS_GROWTH_LIMIT}): {verdict}.",
+            ]
+        large = [r for r in ok if r.manifest["packets"] >= 1_000_000]
+        if large:
+            r = large[-1]
+            ratio = r.streams[1].median / r.streams[0].median
+            lines += [
+                "",
+                f"Speed target (>={STREAMS_TARGET:g}x on >=1M packets, {r.label}): "
+                f"{ratio:.1f}x - {'met' if ratio >= STREAMS_TARGET else 'NOT met'}.",
+            ]
+        lines.append("")
+    analyze = [r for r in results if r.analyze]
+    if analyze:
+        lines += [
+            "### Issue 9: `tdslens analyze CAPTURE --json OUT` vs tshark TDS dissection "
+            "(`-d tcp.port==11000-11999,tds -Y tds -T fields -e frame.number -e tcp.stream "
+            "-e tds.type`)",
+            "",
+            HEADER,
+        ]
+        lines += [_row(r, r.analyze, ANALYZE_TARGET) for r in analyze]
+        lines.append("")
+    inproc = [r for r in results if r.inprocess and r.inprocess.samples]
+    if inproc:
+        lines += [
+            "### In process: read + decode + TCP stream assignment and reassembly "
+            "(`CapturePipeline.batches()`, no output)",
+            "",
+            "| size | packets | median s | packets/s | TCP events | streams | peak RSS MiB |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for r in inproc:
+            m = r.inprocess
+            pps = r.manifest["packets"] / m.median
+            lines.append(
+                f"| {r.label} | {r.manifest['packets']:,} | {m.median:.2f} | {pps:,.0f} "
+                f"| {r.inprocess_info.get('events', '?'):,} | "
+                f"{r.inprocess_info.get('streams', '?')} | {m.rss_mib:,.0f} |"
+            )
+        lines.append("")
+    notes = sorted({n for r in results for n in r.notes})
+    if notes:
+        lines += ["Notes:", *[f"- {n}" for n in notes], ""]
+    caps = ", ".join(
+        f"{r.label}: {r.manifest['tcp_streams']:,} TCP streams, "
+        f"{r.manifest.get('max_concurrent_tcp_streams', '?'):,} open at once"
+        for r in results
+    )
+    lines += [f"Captures: {caps}.", ""]
+    return "\n".join(lines)
+
+
+PREAMBLE = """# Benchmark results
+
+Written by `python benchmarks/run.py` (see README.md in this folder for what each number means).
+Latest run first; earlier runs below it.
+
+"""
+SEPARATOR = "\n<!-- run -->\n"
+
+
+def write_results(section: str) -> None:
+    old: list[str] = []
+    if RESULTS.exists():
+        text = RESULTS.read_text()
+        old = [s.strip() + "\n" for s in text.split(SEPARATOR)[1:] if s.strip()]
+    runs = [section, *old][:MAX_RUNS_KEPT]
+    RESULTS.write_text(PREAMBLE + "".join(SEPARATOR + r for r in runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="200k,2M", help="packet counts, e.g. 200k,2M")
+    p.add_argument("--repeat", type=int, default=3, help="runs per command (median reported)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tshark", default=shutil.which("tshark") or "/usr/bin/tshark")
+    p.add_argument("--tdslens", help="tdslens command (default: .venv, PATH, or this checkout)")
+    p.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurement")
+    p.add_argument("--no-write", action="store_true", help="print the results, keep RESULTS.md")
+    args = p.parse_args(argv)
+
+    DATA.mkdir(exist_ok=True)
+    cmd = tdslens_command(args.tdslens)
+    can_streams = has_subcommand(cmd, "streams")
+    can_analyze = has_subcommand(cmd, "analyze")
+    env = machine() | {
+        "tshark": tshark_version(args.tshark),
+        "commit": git_commit(),
+        "generator": generator_fingerprint(),
+    }
+    print(
+        f"tdslens: {' '.join(cmd[:1])} (streams: {can_streams}, analyze: {can_analyze}); "
+        f"{env['tshark']}; {env['nproc']} CPUs",
+        flush=True,
+    )
+
+    results = []
+    for label in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+        results.append(
+            bench_size(label, generate.parse_count(label), args, cmd, can_streams, can_analyze)
+        )
+    section = report(results, args, env)
+    print()
+    print(section)
+    if not args.no_write:
+        write_results(section)
+        print(f"written to {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
