@@ -116,7 +116,8 @@ def test_looks_like_tds8_alpn():
 def test_find_resync_needs_a_second_header_when_it_can():
     good = tb.packet(0x04, b"\xfd" + bytes(12)) + tb.packet(0x04, b"\xfd" + bytes(12))
     junk = b"\x99\x04\x01\x00\x30\x00" + b"\x55" * 5  # a fake header whose successor is junk
-    assert find_resync(junk + good) == len(junk)
+    assert find_resync(junk + good) == (len(junk), True)
+    assert find_resync(junk + good[:20]) == (len(junk), False)  # cannot tell yet: wait
 
 
 # -- message reassembly ----------------------------------------------------------------------
@@ -247,9 +248,15 @@ def test_gap_across_headers_resyncs():
     first = tb.packet(0x04, tb.server_prelogin())
     resp = tb.packet(0x04, tb.done()) * 3
     d = TdsDirection(False)
-    out = d.feed(first, 1) + d.gap(30, 2) + d.feed(resp[30 - 0 :], 3)
-    assert of(out, ev.Resync)
-    assert of(out, ev.Done)
+    out = d.feed(first, 1) + d.gap(30, 2) + d.feed(resp[30:], 3)
+    assert not of(out, ev.Resync)  # one header after the gap: not yet enough evidence
+    out = d.eof()
+    assert of(out, ev.Resync)[0].skipped == 12  # but at the end of the stream it is
+    assert len(of(out, ev.Done)) == 1
+    d = TdsDirection(False)
+    out = d.feed(first, 1) + d.gap(30, 2) + d.feed(resp[30:] + resp, 3)
+    assert of(out, ev.Resync)[0].offset == 43 + 30 + 12
+    assert len(of(out, ev.Done)) == 4  # the last packet of the first copy, then three
 
 
 def test_eof_inside_a_packet_is_truncated():

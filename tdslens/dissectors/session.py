@@ -243,6 +243,8 @@ class TdsDirection:
         if self.phase is Phase.CLOSED:
             return out
         buf = self.buf
+        if self._desync and len(buf) and self._resync(out, final=True):
+            self._run(out)  # the stream's last units, which nothing after them could confirm
         if len(buf) and not self._desync:
             out.append(
                 Malformed(
@@ -327,18 +329,15 @@ class TdsDirection:
             self.buf.skip(1)
             self._skipped = 1
 
-    def _resync(self, out: list[Event]) -> bool:
+    def _resync(self, out: list[Event], final: bool = False) -> bool:
         buf = self.buf
         with buf.view() as mv:
-            i = find_resync(mv)
-        if i < 0:
-            drop = max(len(buf) - (HEADER_LEN - 1), 0)
-            self._skipped += drop
-            buf.skip(drop)
-            buf.need = len(buf) + 1
-            return False
+            i, found = find_resync(mv, final=final)
         self._skipped += i
         buf.skip(i)
+        if not found:
+            buf.need = len(buf) + 1
+            return False
         out.append(Resync(frames=buf.frames(1), offset=buf.offset, skipped=self._skipped))
         self._desync = False
         self._skipped = 0

@@ -115,21 +115,47 @@ def looks_like_tds8(first_bytes: bytes) -> bool:
     return b"\x07tds/8.0" in first_bytes[: TLS_MAX_RECORD + TLS_HEADER_LEN]
 
 
-def find_resync(data: bytes | bytearray | memoryview, start: int = 0) -> int:
-    """Index of the first position at or after ``start`` where a unit plausibly begins, or -1.
+def _unit_plausible(data: bytes | bytearray | memoryview, pos: int) -> bool | None:
+    """Could a unit start at ``pos``? None when too few bytes are here to tell."""
+    left = len(data) - pos
+    b = data[pos]
+    if b in TLS_CONTENT_TYPES:
+        return None if left < TLS_HEADER_LEN else tls_record_plausible(data, pos)
+    if b in KNOWN_TYPES:
+        return None if left < HEADER_LEN else header_plausible(data, pos)
+    return False
 
-    A lone plausible header is weak evidence, so when the bytes allow it we also require the
-    *next* unit (at header + length) to be plausible or to be exactly the end of the data.
+
+def find_resync(
+    data: bytes | bytearray | memoryview, start: int = 0, final: bool = False
+) -> tuple[int, bool]:
+    """Where a unit plausibly begins again after lost sync: ``(index, found)``.
+
+    A lone plausible header is weak evidence, so we also require the *next* unit (at header +
+    length) to look plausible. The answer must not depend on how TCP cut the bytes, so when
+    the bytes at hand cannot decide, we return ``(index, False)``: drop what is before ``index``
+    and ask again with more data. ``(len(data), False)`` means nothing here is worth keeping.
     """
     n = len(data)
     for i in range(start, n):
-        b = data[i]
-        if b in KNOWN_TYPES and header_plausible(data, i):
-            nxt = i + struct.unpack_from(">H", data, i + 2)[0]
-        elif b in TLS_CONTENT_TYPES and tls_record_plausible(data, i):
+        here = _unit_plausible(data, i)
+        if here is None and not final:
+            return i, False
+        if not here:
+            continue
+        if data[i] in TLS_CONTENT_TYPES:
             nxt = i + TLS_HEADER_LEN + struct.unpack_from(">H", data, i + 3)[0]
         else:
-            continue
-        if nxt >= n or header_plausible(data, nxt) or tls_record_plausible(data, nxt):
-            return i
-    return -1
+            nxt = i + struct.unpack_from(">H", data, i + 2)[0]
+        if final and nxt == n:
+            return i, True
+        if nxt >= n:
+            if final:
+                continue
+            return i, False
+        follow = _unit_plausible(data, nxt)
+        if follow is None and not final:
+            return i, False
+        if follow:
+            return i, True
+    return n, False
