@@ -348,7 +348,24 @@ class TokenStream:
         if self.state is TokenState.SKIPPING or not data:
             return []
         self.buf.add_spans(data, spans)
+        if self.buf.over_cap():
+            return self._too_large()
         return self._parse()
+
+    def _too_large(self) -> list[Event]:
+        buf = self.buf
+        out = self._flush_rows()
+        out.append(
+            Malformed(
+                frames=buf.frames(len(buf)),
+                offset=buf.origin(),
+                code=MalformedCode.TOO_LARGE,
+                what=self._name(buf.byte()),
+                detail=f"a token needs {max(buf.need, len(buf))} bytes, over the {buf.cap} cap",
+            )
+        )
+        self.abandon()
+        return out
 
     def end_of_message(self) -> list[Event]:
         out = self._flush_rows()
@@ -402,18 +419,8 @@ class TokenStream:
                     failure = e
                     used = 0
             if used < 0:
-                if buf.over_cap():
-                    out += self._flush_rows()
-                    out.append(
-                        Malformed(
-                            frames=buf.frames(len(buf)),
-                            offset=buf.origin(),
-                            code=MalformedCode.TOO_LARGE,
-                            what=self._name(tok),
-                            detail=f"incomplete token exceeds {buf.cap} bytes",
-                        )
-                    )
-                    self.abandon()
+                if buf.need > buf.cap:  # hopeless: do not buffer up to the cap first
+                    out += self._too_large()
                 break
             frames, offset = buf.frames(max(used, 1)), buf.origin()
             if failure is not None:
