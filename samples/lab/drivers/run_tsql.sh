@@ -1,0 +1,35 @@
+#!/bin/sh
+# Run FreeTDS tsql once: log in, SELECT 1, exit. Prints ONE JSON line (the client's view).
+# Usage: run_tsql.sh JSON   (host, port, user, password, database, encrypt, timeout, workdir)
+set -u
+json="$1"
+get() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$json" "$1"; }
+host=$(get host); port=$(get port); user=$(get user); pass=$(get password); db=$(get database)
+enc=$(get encrypt); timeout=$(get timeout); dir=$(get workdir)
+case "$enc" in off) fenc=off ;; strict) fenc=strict ;; *) fenc=require ;; esac
+conf="$dir/freetds.conf"
+cat > "$conf" <<CONF
+[global]
+	tds version = 7.4
+	encryption = $fenc
+	login timeout = $timeout
+	timeout = $timeout
+CONF
+start=$(date +%s.%N)
+out=$(printf 'SELECT 1\ngo\nexit\n' | FREETDSCONF="$conf" timeout $((timeout + 20)) \
+      tsql -H "$host" -p "$port" -U "$user" -P "$pass" -D "$db" -o q 2>&1)
+rc=$?
+end=$(date +%s.%N)
+ver=$(dpkg-query -W -f='${Version}' freetds-bin 2>/dev/null || echo '?')
+python3 - "$rc" "$out" "$start" "$end" "$ver" <<'PY'
+import json, sys
+rc, out, start, end, ver = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+lines = [l.strip() for l in out.splitlines() if l.strip()]
+ok = rc == "0" and "1" in lines and not any("error" in l.lower() for l in lines)
+res = {"driver": "tsql", "version": ver, "ok": ok, "elapsed": round(end - start, 3), "exit": int(rc)}
+if ok:
+    res["rows"] = [[1]]
+else:
+    res["error"] = " | ".join(lines)[-600:]
+print(json.dumps(res))
+PY
