@@ -521,68 +521,64 @@ class Generator:
         spid: int,
         routing: tuple[int, str] | None,
     ) -> None:
-        """PRELOGIN both ways, the TLS handshake inside PRELOGIN packets, LOGIN7 and its answer.
+        """PRELOGIN both ways, the TLS handshake, LOGIN7 and its answer.
 
-        enc: "clear" (ENCRYPT_NOT_SUP both sides), "login" (ENCRYPT_OFF: only LOGIN7 is
-        encrypted) or "full" (ENCRYPT_ON: everything after the handshake is TLS).
+        enc: "clear" (ENCRYPT_NOT_SUP both sides: no TLS), "login" (ENCRYPT_OFF: TLS inside
+        PRELOGIN packets, then only LOGIN7 is encrypted), "full" (ENCRYPT_ON: everything after
+        the handshake is TLS records), "strict" (TDS 8.0: TLS 1.3 first, all of TDS inside).
         """
         rng = f.rng
+
+        def wire(data: bytes, encrypted: bool) -> bytes:
+            return w.encrypt(rng, len(data)) if encrypted else data
+
+        strict = enc == "strict"
+        if strict:
+            f.send(0, w.client_hello(rng, sni, alpn="tds/8.0"), dt=300 + rng.randrange(3000))
+            f.send(1, w.server_flight_13(rng, self.chain(sni)), dt=f.rtt + rng.randrange(3000))
+            f.send(0, w.client_finish_13(rng), dt=300 + rng.randrange(2000))
         cli_enc, srv_enc = {
             "clear": (w.ENCRYPT_NOT_SUP, w.ENCRYPT_NOT_SUP),
             "login": (w.ENCRYPT_OFF, w.ENCRYPT_OFF),
             "full": (w.ENCRYPT_ON, w.ENCRYPT_ON),
+            "strict": (w.ENCRYPT_ON, w.ENCRYPT_ON),  # inside TLS: not visible anyway
         }[enc]
         pre = w.tds_packets(w.PRELOGIN, w.prelogin_client(rng, cli_enc, rng.randrange(1, 30000)))
-        f.send(0, pre, dt=300 + rng.randrange(3000))
+        f.send(0, wire(pre, strict), dt=300 + rng.randrange(3000))
         # The answer to PRELOGIN travels in a type 4 (tabular result) packet (MS-TDS 2.2.6.5);
         # the TLS handshake that follows uses type 0x12 in both directions.
-        f.send(1, w.tds_packets(w.RESPONSE, w.prelogin_server(srv_enc), spid=0), dt=f.rtt)
-        if enc != "clear":
-            f.send(
-                0, w.tds_packets(w.PRELOGIN, w.client_hello(rng, sni)), dt=500 + rng.randrange(5000)
-            )
-            f.send(
-                1,
-                w.tds_packets(w.PRELOGIN, w.server_flight(rng, self.chain(sni))),
-                dt=f.rtt + rng.randrange(3000),
-            )
+        answer = w.tds_packets(w.RESPONSE, w.prelogin_server(srv_enc), spid=0)
+        f.send(1, wire(answer, strict), dt=f.rtt)
+        if enc in ("login", "full"):
+            hello = w.tds_packets(w.PRELOGIN, w.client_hello(rng, sni))
+            f.send(0, hello, dt=500 + rng.randrange(5000))
+            flight = w.tds_packets(w.PRELOGIN, w.server_flight(rng, self.chain(sni)))
+            f.send(1, flight, dt=f.rtt + rng.randrange(3000))
             f.send(0, w.tds_packets(w.PRELOGIN, w.client_finish(rng)), dt=300 + rng.randrange(2000))
             f.send(1, w.tds_packets(w.PRELOGIN, w.server_finish(rng)), dt=f.rtt)
         client = self.clients[self.client_index(f)]
-        login = w.tds_packets(
-            w.LOGIN7,
-            w.login7(
-                rng,
-                host=client.name,
-                user=rng.choice(["app_rw", "reporting", "svc_orders", "sa"]),
-                password="Pa55w0rd!" + str(rng.randrange(100)),
-                app=rng.choice(
-                    ["Core .Net SqlClient Data Provider", "OrdersService", "PowerBI", "sqlcmd"]
-                ),
-                server=server,
-                database=database,
-                packet_size=packet_size,
-                client_pid=rng.randrange(1000, 60000),
-                client_mac=client.mac,
-            ),
+        login = w.login7(
+            rng,
+            host=client.name,
+            user=rng.choice(["app_rw", "reporting", "svc_orders", "sa"]),
+            password="Pa55w0rd!" + str(rng.randrange(100)),
+            app=rng.choice(["Core .Net SqlClient Data Provider", "OrdersService", "sqlcmd"]),
+            server=server,
+            database=database,
+            packet_size=packet_size,
+            client_pid=rng.randrange(1000, 60000),
+            client_mac=client.mac,
         )
-        f.send(
-            0, login if enc == "clear" else w.encrypt(rng, len(login)), dt=200 + rng.randrange(1000)
-        )
-        resp = w.tds_packets(
-            w.RESPONSE,
-            w.login_response(
-                server=server.split(".")[0],
-                database=database,
-                packet_size=packet_size,
-                routing=routing,
-            ),
-            packet_size=4096,
-            spid=spid,
-        )
+        login_packets = w.tds_packets(w.LOGIN7, login)
+        f.send(0, wire(login_packets, enc != "clear"), dt=200 + rng.randrange(1000))
+        response = w.login_response(
+            server=server.split(".")[0], database=database, packet_size=packet_size,
+            routing=routing,
+        )  # fmt: skip
+        resp = w.tds_packets(w.RESPONSE, response, packet_size=4096, spid=spid)
         f.send(
             1,
-            resp if enc != "full" else w.encrypt(rng, len(resp)),
+            wire(resp, enc in ("full", "strict")),
             dt=f.rtt + 2000 + rng.randrange(30_000),
             reply_soon=routing is not None,
         )
@@ -602,9 +598,9 @@ class Generator:
                 [2_000, 20_000, 200_000, 2_000_000, 5_000_000, 10_000_000, 30_000_000]
             )
             think += rng.randrange(100_000)
-            f.send(0, req if enc != "full" else w.encrypt(rng, len(req)), dt=think)
+            f.send(0, w.encrypt(rng, len(req)) if enc in ("full", "strict") else req, dt=think)
             resp = w.tds_packets(w.RESPONSE, rng.choice(self.results), packet_size, spid)
-            if enc == "full":  # SChannel encrypts each TDS packet into its own record
+            if enc in ("full", "strict"):  # each TDS packet becomes its own TLS record
                 resp = b"".join(
                     w.encrypt(rng, len(resp[o : o + packet_size]))
                     for o in range(0, len(resp), packet_size)
@@ -627,7 +623,7 @@ class Generator:
         server = rng.choice(self.servers)
         cli = rng.choice(self.clients)
         f = self.new_flow(cli, self.gateways[self.servers.index(server) % 3], 1433, t0)
-        enc = rng.choices(["login", "full", "clear"], [0.5, 0.4, 0.1])[0]
+        enc = rng.choices(["login", "full", "clear", "strict"], [0.45, 0.4, 0.1, 0.05])[0]
         size = rng.choice([4096, 8000])
         spid = rng.randrange(51, 1000)
         f.handshake()
@@ -665,7 +661,7 @@ class Generator:
         target = f"{db_id}.{worker.name}"
         gw = self.gateways[self.servers.index(server) % 3]
         g = self.new_flow(cli, gw, 1433, t0)
-        enc = rng.choices(["login", "full", "clear"], [0.6, 0.25, 0.15])[0]
+        enc = rng.choices(["login", "full", "clear", "strict"], [0.55, 0.25, 0.15, 0.05])[0]
         g.handshake()
         self.tds_login(g, enc, server, server, "ordersdb", 8000, 0, (port, target))
         routing_item = len(g.items) - 1
@@ -710,14 +706,23 @@ class Generator:
             outcome = "connected"
             size = 8000
             spid = rng.randrange(51, 1000)
-            leg_enc = "full" if enc == "full" or rng.random() < 0.5 else "login"
+            leg_enc = enc if enc in ("full", "strict") else rng.choice(["full", "login"])
             leg.handshake()
             self.tds_login(leg, leg_enc, server, target, "ordersdb", size, spid, None)
             self.tds_batches(leg, leg_enc, size, spid, self.batch_count())
             self.end(leg)
         self.done_flow(leg, "worker")
         self.stats.redirects.append(
-            Redirect(g.fid, leg.fid, port, target, outcome, enc != "full", routing_index, dns_index)
+            Redirect(
+                g.fid,
+                leg.fid,
+                port,
+                target,
+                outcome,
+                enc in ("clear", "login"),
+                routing_index,
+                dns_index,
+            )
         )
         self.stats.count(f"redirect_{outcome}")
         if outcome != "connected" and retry and rng.random() < 0.5:

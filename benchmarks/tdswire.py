@@ -324,10 +324,16 @@ _CIPHERS = bytes.fromhex(
 _SIGALGS = bytes.fromhex("0403050306030807080808090804080508060401050106010201")
 
 
-def client_hello(rng: random.Random, sni: str) -> bytes:
-    """A TLS record holding a ClientHello as a current driver sends it (SNI, TLS 1.3/1.2)."""
+def client_hello(rng: random.Random, sni: str, alpn: str | None = None) -> bytes:
+    """A TLS record holding a ClientHello as a current driver sends it (SNI, TLS 1.3/1.2).
+
+    TDS 8.0 (strict encryption) sends it first thing on the connection with ALPN "tds/8.0".
+    """
     host = sni.encode()
     exts = _ext(0, struct.pack(">HBH", len(host) + 3, 0, len(host)) + host)
+    if alpn is not None:
+        proto = alpn.encode()
+        exts += _ext(0x0010, struct.pack(">HB", len(proto) + 1, len(proto)) + proto)
     exts += _ext(0x000B, b"\x03\x00\x01\x02")  # ec_point_formats
     exts += _ext(0x000A, bytes.fromhex("000a001d0017001e00190018"))  # supported_groups
     exts += _ext(0x0017, b"")  # extended_master_secret
@@ -358,6 +364,27 @@ def server_flight(rng: random.Random, chain: list[bytes]) -> bytes:
         + tls_record(CT_HANDSHAKE, _hs(12, ske))
         + tls_record(CT_HANDSHAKE, _hs(14, b""))
     )
+
+
+def server_flight_13(rng: random.Random, chain: list[bytes]) -> bytes:
+    """TLS 1.3 (TDS 8.0): ServerHello, the compatibility ChangeCipherSpec, then
+    EncryptedExtensions/Certificate/CertificateVerify/Finished as encrypted records."""
+    exts = _ext(0x002B, b"\x03\x04") + _ext(
+        0x0033, struct.pack(">HH", 0x001D, 32) + rng.randbytes(32)
+    )
+    hello = b"\x03\x03" + rng.randbytes(32) + b"\x20" + rng.randbytes(32) + b"\x13\x02\x00"
+    hello += struct.pack(">H", len(exts)) + exts
+    inner = 40 + sum(len(c) + 5 for c in chain) + 264 + 52  # EE, Certificate, CV, Finished
+    return (
+        tls_record(CT_HANDSHAKE, _hs(2, hello))
+        + tls_record(CT_CCS, b"\x01")
+        + tls_record(CT_APPDATA, rng.randbytes(inner + 17))  # content type byte + 16-byte tag
+    )
+
+
+def client_finish_13(rng: random.Random) -> bytes:
+    """The client's compatibility ChangeCipherSpec and its encrypted Finished."""
+    return tls_record(CT_CCS, b"\x01") + tls_record(CT_APPDATA, rng.randbytes(53))
 
 
 def client_finish(rng: random.Random) -> bytes:

@@ -7,7 +7,10 @@ manifest (TCP stream count, redirects). Wireshark's dissectors are the independe
 Known Wireshark 4.0 gap, not a generator bug: packet-tds.c names ENVCHANGE type 20 (routing,
 MS-TDS 2.2.7.9) but does not decode its value and shows the rest of that token as
 "Token - Unknown" without an expert info; so the routing target is checked here on the raw
-TCP payload instead.
+TCP payload instead. Likewise Wireshark 4.0 does not know TDS 8.0 (strict encryption: TLS first,
+ALPN "tds/8.0"): on those connections it takes the ClientHello for a TDS packet of "Unknown
+Packet Type: 22" and then sees undissected segments; the bytes are correct TLS records, and
+Wireshark raises no expert info for them.
 """
 
 from __future__ import annotations
