@@ -54,8 +54,10 @@ pipe = CapturePipeline(sys.argv[1])
 n = 0
 for batch in pipe.batches():
     n += len(batch.events)
-print(json.dumps({"seconds": time.perf_counter() - t, "events": n, "frames": pipe.frames,
-                  "streams": pipe.engine.streams}))
+seconds = time.perf_counter() - t
+streams = getattr(pipe.engine, "streams", None)
+streams = streams() if callable(streams) else streams
+print(json.dumps({"seconds": seconds, "events": n, "frames": pipe.frames, "streams": streams}))
 """
 
 
