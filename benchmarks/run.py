@@ -78,6 +78,10 @@ class Measure:
     samples: list[Sample] = field(default_factory=list)
 
     @property
+    def output(self) -> Path:
+        return DATA / f".out-{self.name.replace(' ', '_')}.txt"
+
+    @property
     def ok(self) -> bool:
         return bool(self.samples) and all(s.returncode == 0 for s in self.samples)
 
@@ -90,12 +94,15 @@ class Measure:
         return statistics.median(s.peak_rss_kb for s in self.samples) / 1024
 
 
-def run_once(argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> Sample:
-    """Run a command with output discarded; wall time and the child's own peak RSS."""
+def run_once(argv: list[str], stdout: Path, timeout: float = 3600) -> Sample:
+    """Run a command, its output to a file; wall time and the child's own peak RSS.
+
+    Output goes to a file (not a pipe we would have to drain) so that it can be checked after.
+    """
     err_path = DATA / ".stderr"
-    with open(err_path, "w+b") as err:
+    with open(err_path, "w+b") as err, open(stdout, "wb") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -259,7 +266,7 @@ def compare(a: Measure, b: Measure, repeat: int, capture: Path) -> None:
     """Interleave the two commands so that noise hits both alike."""
     for i in range(repeat):
         for m in (a, b):
-            s = run_once(m.argv)
+            s = run_once(m.argv, m.output)
             m.samples.append(s)
             status = (
                 "" if s.returncode == 0 else f"  exit {s.returncode}: {s.stderr.strip()[-300:]}"
@@ -271,6 +278,21 @@ def compare(a: Measure, b: Measure, repeat: int, capture: Path) -> None:
             )
         if not a.ok:  # a broken command would only repeat its error
             break
+
+
+def listing_check(label: str, ours: Measure, theirs: Measure, expected: int) -> str:
+    """Speed means nothing if the listing is wrong: count the connections each tool listed."""
+
+    def count(m: Measure, marker: str) -> str:
+        if not m.ok or not m.output.exists():
+            return "?"
+        with open(m.output, encoding="utf-8", errors="replace") as f:
+            if marker == "<->":
+                return str(sum(1 for line in f if "<->" in line))
+            return str(sum(1 for line in f if line.strip()[:1].isdigit()))
+
+    return (f"{label}: the generator wrote {expected:,} TCP streams; `tdslens streams` listed "
+            f"{count(ours, 'row')}, tshark conv,tcp {count(theirs, '<->')}.")  # fmt: skip
 
 
 def bench_size(
@@ -291,6 +313,7 @@ def bench_size(
         b = Measure("tshark conv,tcp", [args.tshark, "-r", str(path), "-q", "-z", "conv,tcp"])
         compare(a, b, args.repeat, path)
         res.streams = (a, b)
+        res.notes.append(listing_check(label, a, b, manifest["tcp_streams"]))
     else:
         res.notes.append("`tdslens streams` is not available in this checkout: not timed.")
 
