@@ -262,3 +262,13 @@ def test_gap_across_headers_resyncs():
 def test_eof_inside_a_packet_is_truncated():
     out = run(False, tb.packet(0x04, tb.done())[:-3])
     assert of(out, ev.Malformed)[0].code is ev.MalformedCode.TRUNCATED
+
+
+def test_docs_diagram_is_generated_from_the_tables():
+    from pathlib import Path
+
+    from tdslens.dissectors.session import DOC_BEGIN, DOC_END, diagrams
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "dissectors.md").read_text()
+    generated = doc.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0]
+    assert generated == "\n" + diagrams(), "run: python -m tdslens.dissectors.session"

@@ -148,6 +148,16 @@ FALLBACK: dict[Unit, Phase] = {
     U.RESPONSE: P.SESSION,
 }
 
+
+def mermaid(from_client: bool) -> str:
+    """The transition table as a Mermaid state diagram (docs/dissectors.md is generated from it)."""
+    table = CLIENT_TRANSITIONS if from_client else SERVER_TRANSITIONS
+    lines = ["stateDiagram-v2", "    [*] --> initial"]
+    for (src, unit), dst in table.items():
+        lines.append(f"    {src.value} --> {dst.value}: {unit.value}")
+    return "\n".join(lines)
+
+
 _CLIENT_UNITS = {
     PacketType.LOGIN7: U.LOGIN7,
     PacketType.SSPI: U.SSPI,
@@ -585,3 +595,29 @@ def _rpc_target(head: bytes) -> tuple[int | None, str | None]:
     if len(raw) < 2 * n:
         return None, None
     return None, raw.decode("utf-16-le", "replace")
+
+
+# -- docs/dissectors.md: its phase diagrams are generated from the tables above ---------------
+
+DOC_BEGIN = "<!-- BEGIN GENERATED: python -m tdslens.dissectors.session -->"
+DOC_END = "<!-- END GENERATED -->"
+
+
+def diagrams() -> str:
+    """The generated part of docs/dissectors.md, between its markers."""
+    client, server = mermaid(True), mermaid(False)
+    return (
+        f"### Client → server\n\n```mermaid\n{client}\n```\n\n"
+        f"### Server → client\n\n```mermaid\n{server}\n```\n"
+    )
+
+
+if __name__ == "__main__":
+    import pathlib
+
+    doc = pathlib.Path(__file__).resolve().parents[2] / "docs" / "dissectors.md"
+    text = doc.read_text()
+    head, rest = text.split(DOC_BEGIN, 1)
+    tail = rest.split(DOC_END, 1)[1]
+    doc.write_text(f"{head}{DOC_BEGIN}\n{diagrams()}{DOC_END}{tail}")
+    print(f"updated {doc}")
