@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from tdslens.analyzer import tcp_fastlane
 from tdslens.analyzer.packet_columns import ACK, FIN, RST, SYN, TCP, PacketColumns, address_text
 from tdslens.analyzer.tcp_events import (
     ConnectionSummary,
@@ -198,14 +199,16 @@ class TcpEngine:
     Call `finish()` at the end of the capture to flush every open connection.
     """
 
-    def __init__(self, ooo_cap: int = OOO_CAP, linger_ns: int = LINGER_NS) -> None:
+    def __init__(
+        self, ooo_cap: int = OOO_CAP, linger_ns: int = LINGER_NS, fast_lane: bool = True
+    ) -> None:
         self.ooo_cap = ooo_cap
+        self.fast_lane = fast_lane  # False: every packet takes the exact per-packet path
         self.linger_ns = linger_ns
         self._flows: dict[tuple[int, ...], _Flow] = {}
         self._open: dict[int, _Conn] = {}  # stream -> connection, in stream order
         self._closing: deque[_Conn] = deque()
         self._streams = 0
-        self._last_frame = 0
         self._names: dict[tuple[int, int, int], str] = {}
 
     @property
@@ -245,24 +248,52 @@ class TcpEngine:
         rows = np.flatnonzero(cols.proto == TCP)
         if len(rows) == 0:
             return out
-        if len(rows) == len(cols):
-            rows = slice(None)
-        group, src_is_a, flows = self._group(cols, rows)
+        everything = len(rows) == len(cols)
+        sel = slice(None) if everything else rows
+        group, src_is_a, flows = self._group(cols, sel)
         mv = memoryview(cols.data)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
+        number, ts_ns = cols.number[sel], cols.ts_ns[sel]
+        seq, ack, flags = cols.seq[sel], cols.ack[sel], cols.flags[sel]
+        window = cols.window[sel]
+        p_off, p_len, p_wire = (
+            cols.payload_offset[sel],
+            cols.payload_len[sel],
+            cols.payload_wire_len[sel],
+        )
+        fp = None
+        if self.fast_lane:
+            fp = tcp_fastlane.plan(
+                flows, group, src_is_a, seq, ack, flags, window, p_off, p_len, p_wire
+            )
+        if fp is None:
+            visit = None
+            kind = np.zeros(len(group), dtype=np.int8)
+        else:
+            # The loop visits slow rows, and fast rows that carry data (for their Payload);
+            # for fast rows the group/side/seq columns carry stream/from_client/offset.
+            fast = fp.kind == 1
+            visit = np.flatnonzero(~fast | (p_wire > 0))
+            kind = fp.kind[visit]
+            group = np.where(fast, fp.stream, group)[visit]
+            src_is_a = np.where(fast, fp.from_client, src_is_a)[visit]
+            seq = np.where(fast, fp.offset, seq)[visit]
+            number, ts_ns, ack, flags = number[visit], ts_ns[visit], ack[visit], flags[visit]
+            window, p_off, p_len, p_wire = window[visit], p_off[visit], p_len[visit], p_wire[visit]
         columns = (
+            kind.tolist(),
             group.tolist(),
             src_is_a.tolist(),
-            cols.number[rows].tolist(),
-            cols.ts_ns[rows].tolist(),
-            cols.seq[rows].tolist(),
-            cols.ack[rows].tolist(),
-            cols.flags[rows].tolist(),
-            cols.window[rows].tolist(),
-            cols.payload_offset[rows].tolist(),
-            cols.payload_len[rows].tolist(),
-            cols.payload_wire_len[rows].tolist(),
+            number.tolist(),
+            ts_ns.tolist(),
+            seq.tolist(),
+            ack.tolist(),
+            flags.tolist(),
+            window.tolist(),
+            p_off.tolist(),
+            p_len.tolist(),
+            p_wire.tolist(),
         )
         append = out.append
         payload = Payload
@@ -271,7 +302,16 @@ class TcpEngine:
         num = ts = 0
         row_streams: list[int] = []
         keep = row_streams.append if streams is not None else None
-        for g, sa, num, ts, seq, ack, fl, win, po, pl, pw in zip(*columns, strict=True):
+        handed_over: list[int] = []
+        number_all, ts_all = cols.number[sel], cols.ts_ns[sel]
+        for fast, g, sa, num, ts, seq, ack, fl, win, po, pl, pw in zip(*columns, strict=True):
+            if fast:
+                if fast == 1:  # in-order data of an uneventful connection (see tcp_fastlane)
+                    append(payload(g, sa, seq, mv[po : po + pl], num, ts))
+                    continue
+                # The first eventful row after a fast prefix: bring the state up to date.
+                tcp_fastlane.apply(fp, g, flows, mv, number_all, ts_all)  # type: ignore[arg-type]
+                handed_over.append(g)
             flow = flows[g]
             # 1. Which tcp.stream (Wireshark's rule, see module docstring).
             if flow.unset or fl & 0x12 == SYN:
@@ -295,7 +335,6 @@ class TcpEngine:
             if fl & 0x07:
                 control(conn, snd, num, ts, seq, fl, pw, out)
             if fl & ACK:
-                rcv.acked = ack
                 d = (ack - rcv.nxt) & MASK
                 if d and d < HALF:  # beyond what we saw: FIN, probe or lost bytes (or nxt unknown)
                     rcv.ack_beyond(ack, num, out)
@@ -327,11 +366,19 @@ class TcpEngine:
             elif not snd.saw_pure_ack and fl & 0x17 == ACK:
                 snd.saw_pure_ack = True
                 snd.mark("A")
-        self._last_frame = num
+        if fp is not None:
+            done = set(handed_over)
+            for gi in fp.groups:
+                if gi not in done:
+                    tcp_fastlane.apply(fp, gi, flows, mv, number_all, ts_all)
         if streams is not None:
-            streams[rows] = row_streams
+            target = rows if visit is None else rows[visit[kind != 1]]
+            streams[target] = row_streams
+            if fp is not None:
+                fast = fp.kind == 1
+                streams[rows[fast]] = fp.stream[fast]
         if self._closing:
-            self._settle(ts, out)
+            self._settle(int(cols.ts_ns[rows[-1]]), out)
         return out
 
     def finish(self) -> list[TcpEvent]:

@@ -37,7 +37,6 @@ class Direction:
     """Reassembly state of the bytes one side sends (and facts about them)."""
 
     __slots__ = (
-        "acked",
         "buffer_cap_hit",
         "conflict_frames",
         "fin_acked",
@@ -86,7 +85,6 @@ class Direction:
         self.nxt = -1  # raw seq of the next byte expected; -1 until known
         self.off = 0
         self.midstream = True
-        self.acked = -1  # last raw ACK the peer sent for our bytes
         self.recent = bytearray()  # delivered bytes ending at `off`, for conflict checks
         self.ooo: list[tuple[int, int, int, bytes, int]] = []  # heap (off, frame, ts, data, wire)
         self.ooo_bytes = 0
@@ -291,10 +289,8 @@ class Direction:
             self._gap(wire_len - n, frame, "snaplen", out)
 
     def trim_recent(self) -> None:
-        """Keep only unacknowledged delivered bytes (bounded): only those get retransmitted."""
-        unacked = (self.nxt - self.acked) & MASK if self.acked >= 0 else RECENT_KEEP
-        keep = min(unacked, RECENT_KEEP, len(self.recent))
-        del self.recent[: len(self.recent) - keep]
+        """Keep the newest RECENT_KEEP bytes: retransmissions repeat recent, unacked data."""
+        del self.recent[: len(self.recent) - RECENT_KEEP]
 
     def _gap(self, length: int, frame: int, reason: str, out: list[TcpEvent]) -> None:
         out.append(Gap(self.stream, self.from_client, self.off, length, frame, reason))
