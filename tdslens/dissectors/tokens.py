@@ -75,6 +75,7 @@ class TokenType(IntEnum):
     DONEINPROC = 0xFF
 
 
+_ROW_TOKEN, _NBCROW_TOKEN = int(TokenType.ROW), int(TokenType.NBCROW)  # plain ints: fast compare
 USHORT_LEN = frozenset({0xA4, 0xA5, 0xA9, 0xAA, 0xAB, 0xAD, 0xE3, 0xED})
 ULONG_LEN = frozenset({0xE4, 0xEE})
 NOT_FOLLOWABLE = {
@@ -336,6 +337,7 @@ class TokenStream:
         self.column_encryption = False
         self.state = TokenState.READY
         self._cols: list[_Col] | None = None
+        self._infos: list[TypeInfo] = []  # the columns' TypeInfo, for skipping rows fast
         self._rows = 0
         self._row_len = 0
         self._row_frames: list[int] = []
@@ -401,66 +403,94 @@ class TokenStream:
             return f"token 0x{tok:02x}"
 
     def _parse(self) -> list[Event]:
-        out: list[Event] = []
+        """Parse every complete token buffered, inside one memoryview, then consume them.
+
+        Rows are the bulk of a result set, so consecutive ROW/NBCROW tokens become one Rows
+        event and their frames are looked up once per contiguous run, not once per row.
+        """
         buf = self.buf
-        while self.state is TokenState.READY and buf.ready():
-            tok = buf.byte()
-            result: Any = None
-            failure: _Bad | _Cannot | None = None
-            with buf.view() as mv:
-                c = _Cur(mv)
+        if self.state is not TokenState.READY or not buf.ready():
+            return []
+        parsed: list[tuple[int, int, Any]] = []
+        failure: _Bad | _Cannot | None = None
+        need = 0
+        with buf.view() as mv:
+            c = _Cur(mv)
+            while c.p < c.end:
+                start = c.p
                 try:
-                    result = self._token(c)
-                    used = c.p
-                except _Short as s:
-                    buf.need = s.needed
-                    used = -1
+                    tok = mv[start]
+                    if tok in (_ROW_TOKEN, _NBCROW_TOKEN):  # the hot path
+                        c.p += 1
+                        self._row(c, tok == _NBCROW_TOKEN)
+                        result = _ROW
+                    else:
+                        result = self._token(c)
+                except _Short as short:
+                    need, c.p = short.needed, start
+                    break
                 except (_Bad, _Cannot) as e:
-                    failure = e
-                    used = 0
-            if used < 0:
-                if buf.need > buf.cap:  # hopeless: do not buffer up to the cap first
-                    out += self._too_large()
-                break
-            frames, offset = buf.frames(max(used, 1)), buf.origin()
-            if failure is not None:
-                out += self._flush_rows()
-                if isinstance(failure, _Cannot):
-                    out.append(
-                        CannotContinue(
-                            frames=frames,
-                            offset=offset,
-                            what=self._name(tok),
-                            detail=failure.detail,
-                        )
-                    )
-                else:
-                    out.append(
-                        Malformed(
-                            frames=frames,
-                            offset=offset,
-                            code=failure.code,
-                            what=self._name(tok),
-                            detail=failure.detail,
-                        )
-                    )
-                self.abandon()
-                break
-            buf.skip(used)
+                    failure, c.p = e, start
+                    break
+                parsed.append((start, c.p, result))
+            used = c.p
+        out: list[Event] = []
+        run_start = -1  # start of the current run of rows in this batch
+        run_end = 0
+        for start, end, result in parsed:
             if result is _ROW:
-                if not self._rows:
-                    self._row_offset = offset
+                if run_start < 0:
+                    run_start = start
+                    if not self._rows:
+                        self._row_offset = buf.origin(start)
+                run_end = end
                 self._rows += 1
-                self._row_len += used
-                for f in frames:
-                    if not self._row_frames or self._row_frames[-1] != f:
-                        self._row_frames.append(f)
+                self._row_len += end - start
                 continue
+            if run_start >= 0:
+                self._add_row_frames(buf.frames(run_end - run_start, rel=run_start))
+                run_start = -1
             out += self._flush_rows()
             if result is not None:
                 cls, fields = result
+                frames, offset = buf.frames(end - start, rel=start), buf.origin(start)
                 out.append(cls(frames=frames, offset=offset, **fields))
+        if run_start >= 0:
+            self._add_row_frames(buf.frames(run_end - run_start, rel=run_start))
+        if failure is not None:
+            out += self._flush_rows()
+            tok = buf.byte(used)
+            frames, offset = buf.frames(1, rel=used), buf.origin(used)
+            if isinstance(failure, _Cannot):
+                out.append(
+                    CannotContinue(
+                        frames=frames, offset=offset, what=self._name(tok), detail=failure.detail
+                    )
+                )
+            else:
+                out.append(
+                    Malformed(
+                        frames=frames,
+                        offset=offset,
+                        code=failure.code,
+                        what=self._name(tok),
+                        detail=failure.detail,
+                    )
+                )
+            buf.skip(used)
+            self.abandon()
+            return out
+        buf.skip(used)
+        if need:
+            buf.need = need - used
+            if buf.need > buf.cap:  # hopeless: do not buffer up to the cap first
+                out += self._too_large()
         return out
+
+    def _add_row_frames(self, frames: tuple[int, ...]) -> None:
+        for f in frames:
+            if not self._row_frames or self._row_frames[-1] != f:
+                self._row_frames.append(f)
 
     def _flush_rows(self) -> list[Event]:
         if not self._rows:
@@ -620,7 +650,7 @@ class TokenStream:
     def _colmetadata(self, c: _Cur, v72: bool) -> Any:
         count = c.u16()
         if count == 0xFFFF:  # NoMetaData (2.2.7.4)
-            self._cols = []
+            self._cols, self._infos = [], []
             return ColMetadata, {"columns": ()}
         if self.column_encryption:
             raise _Cannot("column encryption was negotiated: CEK table not decoded")
@@ -639,6 +669,7 @@ class TokenStream:
                 raise _Cannot("encrypted column (CryptoMetadata) is not decoded")
             cols.append(_Col(c.b_varchar(), info, user_type, flags))
         self._cols = cols
+        self._infos = [col.info for col in cols]
         return ColMetadata, {
             "columns": tuple(
                 Column(
@@ -653,17 +684,38 @@ class TokenStream:
         }
 
     def _row(self, c: _Cur, nbc: bool) -> None:
+        """Skip one ROW/NBCROW by the column types (2.2.7.19, 2.2.7.15); values are not kept."""
         cols = self._cols
         if cols is None:
             raise _Cannot("ROW without a preceding COLMETADATA in this message")
+        infos = self._infos
         if nbc:
-            bitmap = c.raw((len(cols) + 7) // 8)
-            for i, col in enumerate(cols):
-                if not bitmap[i >> 3] & (1 << (i & 7)):
-                    skip_value(c, col.info)
-        else:
-            for col in cols:
-                skip_value(c, col.info)
+            bitmap = c.raw((len(infos) + 7) // 8)
+            infos = [ti for i, ti in enumerate(infos) if not bitmap[i >> 3] & (1 << (i & 7))]
+        d, p, end = c.d, c.p, c.end
+        fixed, bytelen, ushortlen = ValueKind.FIXED, ValueKind.BYTELEN, ValueKind.USHORTLEN
+        for ti in infos:  # the common kinds inline (rows are the hot path), the rest by helper
+            kind = ti.kind
+            if kind is fixed:
+                p += ti.size
+            elif kind is bytelen:
+                if p >= end:
+                    raise _Short(p + 1)
+                p += 1 + d[p]
+            elif kind is ushortlen:
+                if p + 2 > end:
+                    raise _Short(p + 2)
+                n = d[p] | d[p + 1] << 8
+                p += 2 if n == 0xFFFF else 2 + n
+            else:
+                if p > end:
+                    raise _Short(p)
+                c.p = p
+                skip_value(c, ti)
+                p = c.p
+        if p > end:
+            raise _Short(p)
+        c.p = p
 
     def _returnvalue(self, c: _Cur, v72: bool) -> Any:
         ordinal = c.u16()
