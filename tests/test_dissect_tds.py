@@ -272,3 +272,32 @@ def test_docs_diagram_is_generated_from_the_tables():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "dissectors.md").read_text()
     generated = doc.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0]
     assert generated == "\n" + diagrams(), "run: python -m tdslens.dissectors.session"
+
+
+def test_two_gaps_inside_one_packet_keep_sync():
+    resp = tb.packet(0x04, tb.envchange_string(1, "somedatabase") + tb.done())
+    d = TdsDirection(False)
+    out = d.feed(tb.packet(0x04, tb.server_prelogin()), 1)
+    out += d.feed(resp[:10], 2) + d.gap(4, 3) + d.feed(resp[14:20], 4) + d.gap(3, 5)
+    out += d.feed(resp[23:] + tb.packet(0x04, tb.done(rows=9)), 6)
+    assert not of(out, ev.Resync) and not of(out, ev.ProtocolViolation)
+    assert [x.row_count for x in of(out, ev.Done)] == [9]
+
+
+def test_gap_inside_tls_in_prelogin_restarts_the_tls_child():
+    d = TdsDirection(True)
+    hello = tb.packet(0x12, tb.tls_record(22, tb.client_hello()))
+    out = d.feed(tb.packet(0x12, tb.client_prelogin(0x01)) + hello[:30], 1)
+    out += d.gap(20, 2) + d.feed(hello[50:], 3)
+    out += d.feed(tb.packet(0x12, tb.tls_record(20, b"\x01")), 4)
+    assert of(out, ev.ChangeCipherSpec)  # the next record is read again
+    assert not of(out, ev.ClientHello)  # the damaged one is not invented
+
+
+def test_sspi_and_fedauth_client_messages_2_2_6_8_and_2_2_6_3():
+    d = TdsDirection(True)
+    out = d.feed(tb.packet(0x10, tb.login7()) + tb.packet(0x11, b"N" * 40), 1)
+    out += d.feed(tb.packet(0x08, b"\x10\x00\x00\x00" + b"t" * 16), 2)
+    assert of(out, ev.Sspi)[0].length == 40 and of(out, ev.Sspi)[0].from_client
+    assert of(out, ev.FedAuthToken)[0].length == 20
+    assert "tttt" not in repr(out)

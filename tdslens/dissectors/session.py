@@ -232,7 +232,11 @@ class TdsDirection:
         if length <= 0 or self.phase is Phase.CLOSED:
             return out
         buf = self.buf
-        total = self._unit_total() if not self._desync else None
+        if self._skip and length <= self._skip:  # still inside the unit a gap already damaged
+            self._skip -= length
+            buf.advance_stream(length)
+            return out
+        total = self._unit_total() if not self._desync and not self._skip else None
         if total is not None and len(buf) + length <= total:
             frames, offset = buf.frames(len(buf)), buf.offset
             head = buf.peek(HEADER_LEN)
