@@ -8,6 +8,7 @@ without gaps, the reassembled bytes of each direction must equal tshark's
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,20 @@ def test_stream_rule_matches_tshark(tshark: str, tmp_path: Path, name: str) -> N
     path = _reuse_rules()[name].write(tmp_path / f"{name}.pcap")
     frames, _ = our_run(path)
     assert frames == tshark_streams(tshark, path)
+
+
+@pytest.mark.slow
+def test_generated_fleet_capture_matches_tshark(tshark: str, tmp_path: Path) -> None:
+    """20k packets of the benchmark generator: retransmissions, swapped segments, RSTs,
+    unanswered SYNs, hundreds of streams: all frames and every gap-free direction agree."""
+    generator = Path(__file__).resolve().parent.parent / "benchmarks" / "generate.py"
+    if not generator.exists():
+        pytest.skip("benchmarks/generate.py is absent")
+    out = tmp_path / "fleet.pcap"
+    subprocess.run(
+        [sys.executable, str(generator), "--packets", "20000", "--seed", "3", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    events = check_against_tshark(tshark, out)
+    assert len(summaries(events)) > 300

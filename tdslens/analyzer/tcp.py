@@ -403,6 +403,8 @@ class TcpEngine:
         """Per row: index of its address pair in the returned flow list, and whether the
         sender is side "a". Sorting 64-bit hashes is cheap; the exact columns are then
         checked so a hash collision can never merge two pairs."""
+        if (cols.ip_version[rows] == 4).all():
+            return self._group_ipv4(cols, rows)
         ver = cols.ip_version[rows].astype(np.uint64)
         shi, slo, sport = cols.src_hi[rows], cols.src_lo[rows], cols.sport[rows].astype(np.uint64)
         dhi, dlo, dport = cols.dst_hi[rows], cols.dst_lo[rows], cols.dport[rows].astype(np.uint64)
@@ -435,6 +437,37 @@ class TcpEngine:
             flow = flows_map.get(key)
             if flow is None:
                 flow = flows_map[key] = _Flow(v, (ahi, alo, apt), (bhi, blo, bpt))
+            flows.append(flow)
+        return inverse, src_is_a, flows
+
+    def _group_ipv4(
+        self, cols: PacketColumns, rows: slice | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[_Flow]]:
+        """`_group` for all-IPv4 batches (the common case): an endpoint is address << 16 |
+        port, one uint64, so side "a" is simply the smaller one."""
+        src = (cols.src_lo[rows] << np.uint64(16)) | cols.sport[rows].astype(np.uint64)
+        dst = (cols.dst_lo[rows] << np.uint64(16)) | cols.dport[rows].astype(np.uint64)
+        src_is_a = src <= dst
+        a = np.minimum(src, dst)
+        b = np.maximum(src, dst)
+        with np.errstate(over="ignore"):
+            h = a * np.uint64(0x9E3779B97F4A7C15) ^ b * np.uint64(0xC2B2AE3D27D4EB4F)
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        rep = first[inverse]
+        if not ((a[rep] == a).all() and (b[rep] == b).all()):  # a hash collision
+            pairs = np.stack([a, b], axis=1)
+            _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+        flows_map = self._flows
+        flows: list[_Flow] = []
+        for ea, eb in zip(a[first].tolist(), b[first].tolist(), strict=True):
+            key = (4, 0, ea >> 16, ea & 0xFFFF, 0, eb >> 16, eb & 0xFFFF)
+            flow = flows_map.get(key)
+            if flow is None:
+                flow = flows_map[key] = _Flow(
+                    4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF)
+                )
             flows.append(flow)
         return inverse, src_is_a, flows
 
