@@ -296,7 +296,7 @@ class TcpEngine:
             p_wire.tolist(),
         )
         append = out.append
-        payload = Payload
+        new_tuple = tuple.__new__  # Payload is a NamedTuple: skip its Python-level __new__
         new_conn = self._new_conn
         control = self._control
         num = ts = 0
@@ -307,7 +307,7 @@ class TcpEngine:
         for fast, g, sa, num, ts, seq, ack, fl, win, po, pl, pw in zip(*columns, strict=True):
             if fast:
                 if fast == 1:  # in-order data of an uneventful connection (see tcp_fastlane)
-                    append(payload(g, sa, seq, mv[po : po + pl], num, ts))
+                    append(new_tuple(Payload, (g, sa, seq, mv[po : po + pl], num, ts)))
                     continue
                 # The first eventful row after a fast prefix: bring the state up to date.
                 tcp_fastlane.apply(fp, g, flows, mv, number_all, ts_all)  # type: ignore[arg-type]
@@ -354,7 +354,9 @@ class TcpEngine:
                     if not snd.payload_bytes:
                         snd.mark("D")
                     snd.payload_bytes += pl
-                    append(payload(snd.stream, snd.from_client, snd.off, data, num, ts))
+                    append(
+                        new_tuple(Payload, (snd.stream, snd.from_client, snd.off, data, num, ts))
+                    )
                     snd.off += pl
                     snd.nxt = (seq + pl) & MASK
                     recent = snd.recent
