@@ -102,3 +102,41 @@ def test_console_script_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "S1" in done.stdout
+
+
+def _summaries(tmp_path: Path) -> list:
+    from test_tcp_cases import events_for, summaries
+
+    return list(summaries(events_for("many_flows", tmp_path)).values())
+
+
+def test_rows_come_out_in_stream_order(tmp_path: Path) -> None:
+    import io
+
+    from tdslens.analyzer.cli import StreamsTable
+
+    rows = sorted(_summaries(tmp_path), key=lambda s: s.stream)
+    out = io.StringIO()
+    table = StreamsTable(out)
+    for s in reversed(rows):  # connections may end in any order
+        table.add(s)
+    table.close()
+    printed = [int(line.split()[0]) for line in out.getvalue().splitlines()[1:]]
+    assert printed == [s.stream for s in rows]
+
+
+def test_reorder_buffer_is_bounded(tmp_path: Path) -> None:
+    import io
+
+    from tdslens.analyzer.cli import StreamsTable
+
+    rows = sorted(_summaries(tmp_path), key=lambda s: s.stream)
+    out = io.StringIO()
+    table = StreamsTable(out, hold=5)
+    for s in rows[1:]:  # stream 0 never ends until the capture does
+        table.add(s)
+        assert len(table.waiting) <= 6
+    table.add(rows[0])
+    table.close()
+    printed = [int(line.split()[0]) for line in out.getvalue().splitlines()[1:]]
+    assert sorted(printed) == [s.stream for s in rows]

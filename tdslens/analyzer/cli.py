@@ -11,6 +11,7 @@ stderr, one line each, naming file and frame), 2 when a capture could not be rea
 from __future__ import annotations
 
 import argparse
+import heapq
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -76,7 +77,6 @@ def _cmd_streams(args: argparse.Namespace) -> int:
     for n, path in enumerate(args.captures):
         try:
             pipe = CapturePipeline(path)
-            rows = [e.summary for e in pipe.events() if isinstance(e, StreamEnd)]
         except CaptureError as exc:
             print(f"tdslens: {exc}", file=sys.stderr)
             status = EXIT_UNREADABLE
@@ -85,63 +85,105 @@ def _cmd_streams(args: argparse.Namespace) -> int:
             print(f"tdslens: {path}: {exc.strerror or exc}", file=sys.stderr)
             status = EXIT_UNREADABLE
             continue
-        for problem in pipe.problems:
-            print(f"tdslens: {problem}", file=sys.stderr)
         if many:
             print(("\n" if n else "") + f"{path}:")
-        print_streams(sorted(rows, key=lambda s: s.stream), sys.stdout)
+        table = StreamsTable(sys.stdout)
+        try:
+            for event in pipe.events():
+                if isinstance(event, StreamEnd):
+                    table.add(event.summary)
+        except CaptureError as exc:  # damage after some frames: report, keep what was read
+            print(f"tdslens: {exc}", file=sys.stderr)
+            for event in pipe.engine.finish():
+                if isinstance(event, StreamEnd):
+                    table.add(event.summary)
+        table.close()
+        for problem in pipe.problems:
+            print(f"tdslens: {problem}", file=sys.stderr)
     return status
 
 
-def print_streams(rows: Sequence[ConnectionSummary], out: TextIO) -> None:
-    """One line per connection, aligned columns, in stream order."""
-    arrow = "→" if _can_encode(out, "→") else "->"
-    header = (
-        "stream",
-        "client",
-        "",
-        "server",
-        "first",
-        "last",
-        "packets",
-        "bytes c>s",
-        "bytes s>c",
-        "duration",
-        "state",
-        "history",
-    )
-    table = [header]
-    for s in rows:
-        client = f"{s.client}{'?' if s.roles_guessed else ''}"
-        table.append(
-            (
-                str(s.stream),
-                client,
-                arrow,
-                str(s.server),
-                str(s.first_frame),
-                str(s.last_frame),
-                f"{s.to_server.packets}/{s.to_client.packets}",
-                str(s.to_server.payload_bytes),
-                str(s.to_client.payload_bytes),
-                f"{s.duration_ns / 1e9:.3f}s",
-                s.conn_state,
-                s.history,
+class StreamsTable:
+    """Prints one line per connection as connections end, in stream order.
+
+    Why streaming: a capture can hold millions of connections and memory must follow the open
+    ones, not the file. Rows wait in a small reorder buffer until every lower stream has ended;
+    past `hold` waiting rows (a long-lived connection blocks the order) the lowest is printed
+    anyway, so the order is by stream except around such connections. Column widths are fixed
+    for that reason (IPv6 endpoints overflow their column).
+    """
+
+    WIDTHS = (6, 22, 1, 21, 6, 6, 9, 9, 9, 9, 5, 0)
+    RIGHT = frozenset({0, 4, 5, 6, 7, 8, 9})
+    HEADER = (
+        "stream", "client", "", "server", "first", "last", "packets",
+        "bytes c>s", "bytes s>c", "duration", "state", "history",
+    )  # fmt: skip
+
+    def __init__(self, out: TextIO, hold: int = 4096) -> None:
+        self.out = out
+        self.hold = hold
+        self.arrow = "→" if _can_encode(out, "→") else "->"
+        self.waiting: list[tuple[int, str]] = []  # heap of (stream, line)
+        self.next = 0
+        self.rows = 0
+        self.guessed = False
+        self._write(self.HEADER)
+
+    def add(self, s: ConnectionSummary) -> None:
+        self.guessed = self.guessed or s.roles_guessed
+        cells = (
+            str(s.stream),
+            f"{s.client}{'?' if s.roles_guessed else ''}",
+            self.arrow,
+            str(s.server),
+            str(s.first_frame),
+            str(s.last_frame),
+            f"{s.to_server.packets}/{s.to_client.packets}",
+            str(s.to_server.payload_bytes),
+            str(s.to_client.payload_bytes),
+            f"{s.duration_ns / 1e9:.3f}s",
+            s.conn_state,
+            s.history,
+        )
+        heapq.heappush(self.waiting, (s.stream, self._line(cells)))
+        self._drain(force=len(self.waiting) > self.hold)
+
+    def close(self) -> None:
+        self._drain(force=True, everything=True)
+        if not self.rows:
+            self.out.write("(no TCP connections)\n")
+        elif self.guessed:
+            self.out.write(
+                "? client/server guessed from ports: the capture has no SYN for that connection\n"
             )
-        )
-    right = {0, 4, 5, 6, 7, 8, 9}
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        cells = [
-            r[i].rjust(widths[i]) if i in right else r[i].ljust(widths[i]) for i in range(len(r))
+
+    def _drain(self, force: bool, everything: bool = False) -> None:
+        waiting = self.waiting
+        while waiting and (waiting[0][0] <= self.next or force):
+            stream, line = heapq.heappop(waiting)
+            self.out.write(line)
+            self.rows += 1
+            self.next = max(self.next, stream + 1)
+            force = everything
+
+    def _line(self, cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if i in self.RIGHT else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, self.WIDTHS, strict=True))
         ]
-        out.write("  ".join(cells).rstrip() + "\n")
-    if not rows:
-        out.write("(no TCP connections)\n")
-    elif any(s.roles_guessed for s in rows):
-        out.write(
-            "? client/server guessed from ports: the capture has no SYN for that connection\n"
-        )
+        return "  ".join(parts).rstrip() + "\n"
+
+    def _write(self, cells: Sequence[str]) -> None:
+        self.out.write(self._line(cells))
+
+
+def print_streams(rows: Sequence[ConnectionSummary], out: TextIO) -> None:
+    """The whole table for summaries already at hand."""
+    table = StreamsTable(out)
+    for s in rows:
+        table.add(s)
+    table.close()
 
 
 def _can_encode(out: TextIO, text: str) -> bool:
