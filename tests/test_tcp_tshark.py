@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from test_tcp_cases import CASES, Wire, columns_from_pcap, streams_bytes, summaries
 
+from tdslens.analyzer.packet_columns import PacketColumns
 from tdslens.analyzer.tcp import TcpEngine
 from tdslens.analyzer.tcp_events import Gap, StreamStart, TcpEvent
 
@@ -180,6 +181,15 @@ def _reuse_rules() -> dict[str, Wire]:
     w.add(c, s, "PA", 101, 901, b"late", gap_s=10.0)  # after the linger: same stream
     w.add(c, s, "S", 100, gap_s=1.0)  # same ISN: still the same stream
     w.add(c, s, "S", 101)  # new ISN: new stream
+    w = new("pair_record_revived")
+    other = ("10.9.0.7", 40007)
+    w.handshake(c, s, 100, 900)
+    w.add(c, s, "R", 101)
+    w.add(other, s, "S", 5, gap_s=5.0)  # the first connection is released meanwhile
+    w.add(s, c, "A", 901, 101, gap_s=5.0)  # a stray packet: still Wireshark's stream 0
+    w.add(c, s, "S", 100, gap_s=5.0)  # same ISN: stream 0 again
+    w.add(other, s, "S", 5, gap_s=5.0)
+    w.add(c, s, "S", 300)  # new ISN: a new stream
     return cases
 
 
@@ -187,7 +197,20 @@ def _reuse_rules() -> dict[str, Wire]:
 def test_stream_rule_matches_tshark(tshark: str, tmp_path: Path, name: str) -> None:
     path = _reuse_rules()[name].write(tmp_path / f"{name}.pcap")
     frames, _ = our_run(path)
-    assert frames == tshark_streams(tshark, path)
+    expected = tshark_streams(tshark, path)
+    assert frames == expected
+    # One packet per batch: released connections shrink to a record between batches, and a
+    # later packet of the pair must still get Wireshark's number.
+    cols = columns_from_pcap(path)
+    engine = TcpEngine()
+    names = [k for k in PacketColumns.__slots__ if k != "data"]
+    per_packet = []
+    for i in range(len(cols)):
+        one = PacketColumns(data=cols.data, **{k: getattr(cols, k)[i : i + 1] for k in names})
+        streams = np.full(1, -1, dtype=np.int64)
+        engine.feed(one, streams)
+        per_packet.append((int(one.number[0]), int(streams[0])))
+    assert per_packet == expected
 
 
 @pytest.mark.slow

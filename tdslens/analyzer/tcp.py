@@ -60,15 +60,43 @@ def _server_rank(port: int) -> tuple[int, int]:
     return (3, port)
 
 
+# An address pair: for IPv4 one int, (a_addr << 16 | a_port) << 48 | (b_addr << 16 | b_port);
+# otherwise (version, a_hi, a_lo, a_port, b_hi, b_lo, b_port).
+FlowKey = int | tuple[int, ...]
+
+
+def _flow(
+    flows_map: dict[FlowKey, _Flow | tuple[int, int, int]],
+    key: FlowKey,
+    version: int,
+    a: tuple[int, int, int],
+    b: tuple[int, int, int],
+) -> _Flow:
+    """The pair's flow state, created or revived from its compact record."""
+    found = flows_map.get(key)
+    if isinstance(found, _Flow):
+        return found
+    flow = flows_map[key] = _Flow(key, version, a, b, found)
+    return flow
+
+
 class _Flow:
     """One address/port pair ever seen: its current connection and Wireshark's base seqs.
 
     Side "a" is the lexically smaller (address, port) of the pair; it never changes.
     """
 
-    __slots__ = ("a", "b", "base_a", "base_b", "conn", "stream", "unset", "version")
+    __slots__ = ("a", "b", "base_a", "base_b", "conn", "key", "stream", "unset", "version")
 
-    def __init__(self, version: int, a: tuple[int, int, int], b: tuple[int, int, int]) -> None:
+    def __init__(
+        self,
+        key: FlowKey,
+        version: int,
+        a: tuple[int, int, int],
+        b: tuple[int, int, int],
+        record: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.key = key
         self.version = version
         self.a = a  # (hi, lo, port)
         self.b = b
@@ -77,6 +105,9 @@ class _Flow:
         self.unset = True  # a base is still unknown
         self.conn: _Conn | None = None
         self.stream = -1
+        if record is not None:  # the pair was used before: see TcpEngine._compact
+            self.stream, self.base_a, self.base_b = record
+            self.unset = self.base_a < 0 or self.base_b < 0
 
     def endpoint(self, side_a: bool, names: dict[tuple[int, int, int], str]) -> Endpoint:
         """The side's endpoint; `names` caches address texts (formatting one costs ~5 µs)."""
@@ -205,7 +236,10 @@ class TcpEngine:
         self.ooo_cap = ooo_cap
         self.fast_lane = fast_lane  # False: every packet takes the exact per-packet path
         self.linger_ns = linger_ns
-        self._flows: dict[tuple[int, ...], _Flow] = {}
+        # Every address pair seen: live state, or a compact (stream, base_a, base_b) record once
+        # its connection ended, kept so that a reuse of the pair is numbered like Wireshark.
+        self._flows: dict[FlowKey, _Flow | tuple[int, int, int]] = {}
+        self._released: list[_Flow] = []
         self._open: dict[int, _Conn] = {}  # stream -> connection, in stream order
         self._closing: deque[_Conn] = deque()
         self._streams = 0
@@ -381,7 +415,18 @@ class TcpEngine:
                 streams[rows[fast]] = fp.stream[fast]
         if self._closing:
             self._settle(int(cols.ts_ns[rows[-1]]), out)
+        if self._released:
+            self._compact()
         return out
+
+    def _compact(self) -> None:
+        """Shrink pairs whose connection ended to a small record (after the batch, when no
+        row still refers to their state object)."""
+        flows_map = self._flows
+        for flow in self._released:
+            if flow.conn is None and flows_map.get(flow.key) is flow:
+                flows_map[flow.key] = (flow.stream, flow.base_a, flow.base_b)
+        self._released.clear()
 
     def finish(self) -> list[TcpEvent]:
         """The capture ended: flush and summarise every connection still held."""
@@ -435,11 +480,12 @@ class TcpEngine:
         flows_map = self._flows
         flows: list[_Flow] = []
         for v, ahi, alo, apt, bhi, blo, bpt in key_cols[first].tolist():
-            key = (v, ahi, alo, apt, bhi, blo, bpt)
-            flow = flows_map.get(key)
-            if flow is None:
-                flow = flows_map[key] = _Flow(v, (ahi, alo, apt), (bhi, blo, bpt))
-            flows.append(flow)
+            key: FlowKey
+            if v == 4:  # the same key as _group_ipv4 gives
+                key = ((alo << 16 | apt) << 48) | (blo << 16 | bpt)
+            else:
+                key = (v, ahi, alo, apt, bhi, blo, bpt)
+            flows.append(_flow(flows_map, key, v, (ahi, alo, apt), (bhi, blo, bpt)))
         return inverse, src_is_a, flows
 
     def _group_ipv4(
@@ -464,13 +510,13 @@ class TcpEngine:
         flows_map = self._flows
         flows: list[_Flow] = []
         for ea, eb in zip(a[first].tolist(), b[first].tolist(), strict=True):
-            key = (4, 0, ea >> 16, ea & 0xFFFF, 0, eb >> 16, eb & 0xFFFF)
-            flow = flows_map.get(key)
-            if flow is None:
-                flow = flows_map[key] = _Flow(
-                    4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF)
+            key = ea << 48 | eb
+            found = flows_map.get(key)
+            if found.__class__ is not _Flow:
+                found = _flow(
+                    flows_map, key, 4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF)
                 )
-            flows.append(flow)
+            flows.append(found)  # type: ignore[arg-type]
         return inverse, src_is_a, flows
 
     # --- connection lifecycle ------------------------------------------------------------
@@ -604,5 +650,6 @@ class TcpEngine:
         del self._open[conn.stream]
         if conn.flow.conn is conn:
             conn.flow.conn = None
+            self._released.append(conn.flow)
         conn.da.peer = conn.da  # break the reference cycle so refcounting frees the state
         conn.db.peer = conn.db
