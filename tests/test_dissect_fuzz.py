@@ -219,3 +219,20 @@ def test_huge_token_is_bounded():
         out += stream.feed(chunk, ((len(chunk), 2 + i, 0),))
         assert len(stream.buf) <= TOKEN_CAP + len(chunk)
     assert any(isinstance(e, ev.Malformed) and e.code is ev.MalformedCode.TOO_LARGE for e in out)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(inputs())
+def test_fuzz_chunking_never_changes_events(case):
+    """Even on damaged input, where TCP cut the bytes must not change what we report."""
+    from_client, data, cuts, _gaps = case
+    whole = TdsDirection(from_client)
+    expected = whole.feed(data, 1) + whole.eof()
+    pieces = TdsDirection(from_client)
+    got: list[ev.Event] = []
+    prev = 0
+    for cut in [*cuts, len(data)]:
+        got += pieces.feed(data[prev:cut], 1)
+        prev = max(prev, cut)
+    got += pieces.eof()
+    assert got == expected
