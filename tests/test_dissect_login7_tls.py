@@ -194,3 +194,14 @@ def test_tls_bad_record_header_is_malformed():
     t = TlsDissector(from_client=True)
     out = t.feed(b"\x16\x07\x07\x00\x05hello", ((10, 1, 0),), ev.TlsCarrier.TDS)
     assert out[0].code is ev.MalformedCode.BAD_HEADER
+
+
+def test_tls13_hello_retry_request_keeps_the_handshake_in_clear():
+    hrr = bytearray(tb.server_hello(version=0x0304, cipher=0x1301))
+    hrr[6:38] = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+    t = TlsDissector(from_client=False)
+    data = tb.tls_record(22, bytes(hrr)) + tb.tls_record(22, tb.server_hello(version=0x0304))
+    out = t.feed(data, ((len(data), 1, 0),), ev.TlsCarrier.TDS)
+    assert [type(e) for e in out] == [ev.ServerHello, ev.ServerHello]
+    assert out[0].hello_retry_request and not out[1].hello_retry_request
+    assert t.state is TlsState.ENCRYPTED

@@ -220,6 +220,7 @@ class ServerHello(Event):
     cipher_suite: int
     alpn: str | None
     carrier: TlsCarrier
+    hello_retry_request: bool = False  # TLS 1.3 HRR: the server asks for another ClientHello
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,7 +36,11 @@ from .events import (
 from .tds import TLS_HEADER, TLS_HEADER_LEN, TLS_MAX_RECORD
 
 HANDSHAKE_HEADER = struct.Struct(">BBH")  # msg_type, then a 24-bit length as (hi byte, low 16)
-HANDSHAKE_CAP = 1 << 18  # a certificate chain of a few certificates fits easily
+HANDSHAKE_CAP = 1 << 18
+# RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest (still cleartext after it)
+HELLO_RETRY_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+)  # a certificate chain of a few certificates fits easily
 
 
 class ContentType(IntEnum):
@@ -206,7 +210,7 @@ def parse_server_hello(body: bytes) -> dict[str, Any]:
     """ServerHello fields; TLS 1.3 is visible only in supported_versions (RFC 8446 4.2.1)."""
     r = _R(body)
     legacy = r.u16()
-    r.take(32)
+    random = r.take(32)
     r.vec(1)
     cipher = r.u16()
     r.u8()
@@ -223,6 +227,7 @@ def parse_server_hello(body: bytes) -> dict[str, Any]:
         "selected_version": selected,
         "cipher_suite": cipher,
         "alpn": alpn,
+        "hello_retry_request": random == HELLO_RETRY_RANDOM,
     }
 
 
@@ -425,7 +430,12 @@ class TlsDissector:
                 )
             )  # fmt: skip
         self._move(msg_type)
-        if msg_type == HandshakeType.SERVER_HELLO and self.version == TlsVersion.TLS1_3:
+        retry = bool(out) and isinstance(out[-1], ServerHello) and out[-1].hello_retry_request
+        if (
+            msg_type == HandshakeType.SERVER_HELLO
+            and self.version == TlsVersion.TLS1_3
+            and not retry
+        ):
             self._move("TLS1.3")
         return out
 
