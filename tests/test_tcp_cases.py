@@ -253,6 +253,25 @@ def case_seq_wrap() -> Wire:
     return w
 
 
+def case_data_on_syn_and_fin() -> Wire:
+    w = Wire()
+    w.add(CLIENT, SERVER, "S", 1000, data=b"tfo")  # TCP Fast Open style
+    w.add(SERVER, CLIENT, "SA", 5000, 1004)
+    w.add(CLIENT, SERVER, "FA", 1004, 5001, b"bye")
+    w.add(SERVER, CLIENT, "FA", 5001, 1008, b"ok")
+    w.add(CLIENT, SERVER, "A", 1008, 5004)
+    return w
+
+
+def case_synack_first() -> Wire:
+    w = Wire()
+    w.add(SERVER, CLIENT, "SA", 5000, 1001)  # the SYN was not captured
+    w.add(CLIENT, SERVER, "A", 1001, 5001)
+    w.add(CLIENT, SERVER, "PA", 1001, 5001, b"hi")
+    w.add(SERVER, CLIENT, "PA", 5001, 1003, b"hello")
+    return w
+
+
 CASES: dict[str, Callable[[], Wire]] = {
     name.removeprefix("case_"): fn
     for name, fn in list(globals().items())
@@ -531,3 +550,49 @@ def test_closed_connections_are_released(tmp_path: Path) -> None:
     ev = engine.feed(cols)
     assert engine.open_connections <= 2
     assert len(summaries(ev)) >= 48
+
+
+def test_hole_before_fin_is_a_gap_at_close(tmp_path: Path) -> None:
+    w = Wire()
+    w.handshake()
+    w.add(CLIENT, SERVER, "PA", 1001, 5001, b"abc")
+    w.add(CLIENT, SERVER, "FA", 1010, 5001, b"xyz")  # 1004..1009 never captured, no ACK seen
+    ev = run_engine(w.write(tmp_path / "finhole.pcap"))
+    gaps = [(g.offset, g.length, g.reason) for g in ev if isinstance(g, Gap)]
+    assert gaps == [(3, 6, "end")]
+    assert streams_bytes(ev)[(0, True)] == b"abc" + b"\0" * 6 + b"xyz"
+    assert summaries(ev)[0].conn_state == "S2"
+
+
+def test_out_of_order_data_left_at_end_of_capture_is_delivered(tmp_path: Path) -> None:
+    w = Wire()
+    w.handshake()
+    w.add(CLIENT, SERVER, "PA", 1001, 5001, b"one")
+    w.add(CLIENT, SERVER, "PA", 1010, 5001, b"late")
+    ev = run_engine(w.write(tmp_path / "tail.pcap"))
+    assert streams_bytes(ev)[(0, True)] == b"one" + b"\0" * 6 + b"late"
+    payload = [(e.offset, e.frame) for e in ev if isinstance(e, Payload)]
+    assert payload == [(0, 4), (9, 5)]
+
+
+def test_data_on_syn_and_fin(tmp_path: Path) -> None:
+    ev = events_for("data_on_syn_and_fin", tmp_path)
+    assert streams_bytes(ev) == {(0, True): b"tfobye", (0, False): b"ok"}
+    assert summaries(ev)[0].conn_state == "SF"
+
+
+def test_rst_from_client_after_handshake_is_rsto(tmp_path: Path) -> None:
+    w = Wire()
+    w.handshake()
+    w.add(SERVER, CLIENT, "RA", 5001, 1001)
+    s = summaries(run_engine(w.write(tmp_path / "rstr.pcap")))[0]
+    assert s.conn_state == "RSTR" and s.rst_side == "server" and s.rst_frame == 4
+
+
+def test_server_syn_ack_first_sets_roles(tmp_path: Path) -> None:
+    ev = events_for("synack_first", tmp_path)
+    start = ev[0]
+    assert isinstance(start, StreamStart) and not start.roles_guessed and not start.saw_syn
+    assert start.client.port == 50000
+    s = summaries(ev)[0]
+    assert s.conn_state == "S1" and s.to_server.midstream and not s.to_client.midstream

@@ -145,8 +145,9 @@ class ConnectionSummary:
     - ``SH``: client sent SYN then FIN, no SYN-ACK seen.
     - ``RSTRH``: server sent SYN-ACK then RST, client SYN not seen.
     - ``SHR``: server sent SYN-ACK then FIN, client SYN not seen.
-    - ``S1``: established (SYN and SYN-ACK seen), not closed in the capture.
+    - ``S1``: established (a SYN-ACK seen), not closed in the capture.
     - ``SF``: established and closed normally (FIN from both sides).
+    ("Established" only needs the SYN-ACK: a capture may miss the SYN.)
     - ``S2`` / ``S3``: established, only the client / only the server sent FIN.
     - ``RSTO`` / ``RSTR``: established, then reset by the client (originator) / server.
     - ``OTH``: no SYN nor SYN-ACK seen: mid-stream traffic.
