@@ -8,7 +8,8 @@ Three jobs, in one pass over the packets in frame order:
    from the SYN's sequence number; otherwise (a retransmitted SYN, or a new SYN that reuses the
    ISN even after FIN/RST) it stays in the same stream. A side's base is set by its first
    packet (seq for a SYN, seq - 1 otherwise), or earlier by the peer's first packet with ACK set
-   (ack - 1). Checked against tshark 4.0 on crafted captures (tests/test_tcp_streams.py).
+   (ack - 1). Found by probing tshark 4.0.17 with crafted captures; tests/test_tcp_tshark.py
+   keeps checking every frame of those probes, the crafted cases and real captures.
 2. **Reassembly** per direction (`tcp_reassembly.Direction`): in-order bytes with the frame they
    came from, gaps where the capture lacks bytes, conflicting retransmissions flagged.
 3. **Bookkeeping**: one `ConnectionSummary` per connection, emitted in `StreamEnd`.
@@ -21,6 +22,12 @@ numbering stays right if the pair is used again.
 Speed: the per-packet loop is plain Python over lists made from numpy columns, with the common
 cases (pure ACK, in-order data) inline and everything rare in methods. Grouping packets by
 address pair happens per batch with numpy, so dictionaries are touched once per pair per batch.
+Connections that exist at a batch's start and stay uneventful skip most of the loop
+(`tcp_fastlane`); both paths give identical events (tests/test_tcp_fastlane.py).
+
+Not handled (yet): TCP headers quoted inside ICMP errors (Wireshark numbers them too, if the
+decoder ever hands them over they would open conversations here as well), and idle
+connections are never timed out (an unanswered SYN stays open until the capture ends).
 """
 
 from __future__ import annotations
