@@ -550,6 +550,16 @@ def test_closed_connections_are_released(tmp_path: Path) -> None:
     ev = engine.feed(cols)
     assert engine.open_connections <= 2
     assert len(summaries(ev)) >= 48
+    # Fed in small batches, ended connections also shrink to a compact record per pair.
+    engine = TcpEngine(linger_ns=500_000_000)
+    names = [k for k in PacketColumns.__slots__ if k != "data"]
+    for start in range(0, len(cols), 10):
+        part = {k: getattr(cols, k)[start : start + 10] for k in names}
+        engine.feed(PacketColumns(data=cols.data, **part))
+        assert engine.open_connections <= 3
+    records = list(engine._flows.values())
+    assert len(records) == 50
+    assert sum(isinstance(r, tuple) for r in records) >= 47
 
 
 def test_hole_before_fin_is_a_gap_at_close(tmp_path: Path) -> None:
