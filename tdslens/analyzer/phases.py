@@ -1,0 +1,488 @@
+"""Per connection: drive the TDS dissectors and label how far the conversation got.
+
+The phases of a TDS connection are the diagnosis: a connection that stops after PRELOGIN, inside
+the TLS handshake or right after LOGIN7 says what failed. `ConnectionDissector` receives one
+connection's TCP events (from `analyzer/tcp.py`), feeds each direction to a sans-IO
+`TdsDirection`, and folds the protocol events into facts (`analyzer/model.py`) and a phase list:
+
+    TCP handshake → PRELOGIN → TLS → LOGIN → login response → redirect | data → close
+
+TDS is recognised by content, not port (a PRELOGIN at the start of the client's stream, or a TLS
+ClientHello offering ALPN ``tds/8.0``), so worker legs on 11000-11999 are seen like the rest.
+When TLS hides the login (Azure SQL always encrypts it), the phases after the handshake are
+inferred from the order of encrypted flights and marked ``inferred``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from tdslens.analyzer.model import (
+    ConnectionRecord,
+    LoginFacts,
+    LoginResponseFacts,
+    Phase,
+    PhaseName,
+    PreloginFacts,
+    Problem,
+    RoutingFacts,
+    ServerMessageFacts,
+    TlsFacts,
+)
+from tdslens.analyzer.tcp_events import ConnectionSummary, Gap, Payload, StreamStart
+from tdslens.dissectors import events as ev
+from tdslens.dissectors.login7 import tds_version_name
+from tdslens.dissectors.session import TdsDirection
+from tdslens.dissectors.tds import looks_like_tds, looks_like_tds8
+
+SNIFF_BYTES = 512  # client bytes kept to decide whether a stream is TDS
+RECENT_FRAMES = 256  # frame → time entries kept per connection, to time events
+
+TLS_VERSIONS = {
+    0x0300: "SSL 3.0",
+    0x0301: "TLS 1.0",
+    0x0302: "TLS 1.1",
+    0x0303: "TLS 1.2",
+    0x0304: "TLS 1.3",
+}
+TLS_ALERTS = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    40: "handshake_failure",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    50: "decode_error",
+    51: "decrypt_error",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    112: "unrecognized_name",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+ENCRYPTION_NAMES = {
+    0x00: "off",
+    0x01: "on",
+    0x02: "not_sup",
+    0x03: "req",
+    0x80: "off+client_cert",
+    0x81: "on+client_cert",
+    0x83: "req+client_cert",
+}
+# Server tokens that answer a login (before the login response ends).
+_RESPONSE_TOKENS = (
+    ev.LoginAck,
+    ev.EnvChange,
+    ev.EnvChangeRouting,
+    ev.ServerMessage,
+    ev.Done,
+    ev.FeatureExtAck,
+    ev.FedAuthInfo,
+    ev.Token,
+    ev.Sspi,
+)
+_TLS_EVENTS = (
+    ev.ClientHello,
+    ev.ServerHello,
+    ev.Certificate,
+    ev.TlsHandshake,
+    ev.ChangeCipherSpec,
+    ev.TlsAlert,
+    ev.TlsRecord,
+)
+_PROBLEM_EVENTS = (ev.Malformed, ev.CannotContinue, ev.ProtocolViolation, ev.Resync)
+
+
+def tls_version_name(version: int) -> str:
+    return TLS_VERSIONS.get(version, f"0x{version:04x}")
+
+
+def _version_text(v: tuple[int, int, int, int] | None) -> str | None:
+    return None if v is None else ".".join(str(x) for x in v)
+
+
+@dataclass(slots=True)
+class _PhaseSpan:
+    first_frame: int
+    last_frame: int
+    start_ns: int
+    end_ns: int
+    inferred: bool
+    frames: set[int] = field(default_factory=set)
+
+
+class ConnectionDissector:
+    """Everything tdslens learns about one TCP connection, built from its TCP events."""
+
+    def __init__(self, start: StreamStart) -> None:
+        self.start = start
+        self.protocol = "none"  # "tds", "tds8", "other" once decided; "none" without payload
+        self._sniff = bytearray()
+        self._held: list[Payload] = []  # payloads waiting for the TDS decision
+        self._dirs: dict[bool, TdsDirection] = {}
+        self._times: OrderedDict[int, int] = OrderedDict()
+        self._spans: dict[PhaseName, _PhaseSpan] = {}
+        self.prelogin: PreloginFacts | None = None
+        self.tls: TlsFacts | None = None
+        self.login: LoginFacts | None = None
+        self.response: LoginResponseFacts | None = None
+        self.requests = 0
+        self.problems: list[Problem] = []
+        # Encrypted-flight bookkeeping: which side sent the last raw TLS data, and how many
+        # flights each side has sent since the handshake ended.
+        self._last_flight_side: bool | None = None
+        self._flights = {True: 0, False: 0}
+        self._response_done = False
+        self._ccs = {True: False, False: False}  # ChangeCipherSpec seen, per side (TLS 1.2)
+        self._client_finished = False  # TLS 1.3: the client's encrypted Finished went by
+
+    # -- TCP events in -----------------------------------------------------------------------
+
+    def on_payload(self, p: Payload) -> None:
+        self._remember_time(p.frame, p.ts_ns)
+        if self.protocol == "none":
+            self._held.append(
+                Payload(p.stream, p.from_client, p.offset, bytes(p.data), p.frame, p.ts_ns)
+            )
+            if p.from_client:
+                self._sniff += bytes(p.data[: SNIFF_BYTES - len(self._sniff)])
+            self._decide(final=False)
+            return
+        if self.protocol in ("tds", "tds8"):
+            self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
+
+    def on_gap(self, g: Gap) -> None:
+        if self.protocol == "none":
+            self._decide(final=True)
+        if self.protocol in ("tds", "tds8"):
+            self._fold(self._dirs[g.from_client].gap(g.length, g.frame), g.from_client)
+
+    def finish(self, summary: ConnectionSummary) -> ConnectionRecord:
+        """The connection ended: flush the dissectors and build its record."""
+        if self.protocol == "none" and self._held:
+            self._decide(final=True)
+        if self.protocol in ("tds", "tds8"):
+            for side, direction in self._dirs.items():
+                self._fold(direction.eof(), side)
+        return ConnectionRecord(
+            stream=summary.stream,
+            client=summary.client,
+            server=summary.server,
+            tcp=summary,
+            protocol=self.protocol,
+            phases=self._phases(summary),
+            prelogin=self.prelogin,
+            tls=self.tls,
+            login=self.login,
+            response=self.response,
+            requests=self.requests,
+            problems=self.problems,
+        )
+
+    # -- deciding whether this is TDS --------------------------------------------------------
+
+    def _decide(self, final: bool) -> None:
+        sniff = bytes(self._sniff)
+        if looks_like_tds8(sniff):
+            self.protocol = "tds8"
+        elif looks_like_tds(sniff) or self._mid_stream_tds():
+            self.protocol = "tds"
+        elif final or len(sniff) >= SNIFF_BYTES or self._server_spoke_first():
+            self.protocol = "other"
+        else:
+            return
+        held, self._held, self._sniff = self._held, [], bytearray()
+        if self.protocol == "other":
+            return
+        self._dirs = {True: TdsDirection(from_client=True), False: TdsDirection(from_client=False)}
+        for p in held:
+            self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
+
+    def _server_spoke_first(self) -> bool:
+        """A TDS client always speaks first; a server that does is another protocol."""
+        return self.start.saw_syn and any(not p.from_client for p in self._held) and not self._sniff
+
+    def _mid_stream_tds(self) -> bool:
+        """A capture that starts inside a session: accept a plausible TDS header on a SQL port."""
+        if self.start.saw_syn or not self._sniff:
+            return False
+        from tdslens.dissectors.tds import header_plausible
+
+        return header_plausible(bytes(self._sniff)) and self._sniff[0] in (1, 3, 4, 6, 7, 14, 16)
+
+    # -- folding protocol events into facts and phases ---------------------------------------
+
+    def _fold(self, events: list[ev.Event], from_client: bool) -> None:
+        for e in events:
+            phase = self._classify(e, from_client)
+            if phase is not None:
+                self._mark(phase, e.frames, inferred=isinstance(e, ev.EncryptedData))
+
+    def _classify(self, e: ev.Event, from_client: bool) -> PhaseName | None:
+        """Record the facts an event carries and say which phase it belongs to."""
+        if isinstance(e, ev.PreLogin):
+            self._prelogin(e)
+            return PhaseName.PRELOGIN
+        if isinstance(e, _TLS_EVENTS):
+            self._tls_event(e, from_client)
+            return PhaseName.TLS
+        if isinstance(e, ev.EncryptedData):
+            return self._encrypted(e, from_client)
+        if isinstance(e, ev.Login7):
+            self.login = _login_facts(e)
+            return PhaseName.LOGIN
+        if isinstance(e, ev.FedAuthToken) or (isinstance(e, ev.Sspi) and e.from_client):
+            return PhaseName.LOGIN if not self._response_done else PhaseName.DATA
+        if isinstance(e, ev.SqlBatch | ev.Rpc | ev.Attention):
+            self.requests += 1
+            return PhaseName.DATA
+        if not from_client and isinstance(e, _RESPONSE_TOKENS) and not self._response_done:
+            self._response_token(e)
+            if isinstance(e, ev.EnvChangeRouting):
+                self._mark(PhaseName.REDIRECT, e.frames, inferred=False)
+            return PhaseName.LOGIN_RESPONSE
+        if isinstance(e, ev.EndOfResponse) and not self._response_done:
+            if self.response is not None:
+                self._response_done = True
+                return PhaseName.LOGIN_RESPONSE
+            return PhaseName.DATA
+        if isinstance(
+            e,
+            (
+                ev.ColMetadata
+                | ev.Rows
+                | ev.Order
+                | ev.ReturnStatus
+                | ev.ReturnValue
+                | ev.EndOfResponse,
+                _RESPONSE_TOKENS,
+            ),
+        ):
+            return PhaseName.DATA
+        if isinstance(e, _PROBLEM_EVENTS):
+            self.problems.append(Problem(type(e).__name__, _problem_detail(e), list(e.frames)))
+        return None
+
+    def _prelogin(self, e: ev.PreLogin) -> None:
+        facts = self.prelogin or PreloginFacts()
+        enc = (
+            None
+            if e.encryption is None
+            else ENCRYPTION_NAMES.get(e.encryption, f"0x{e.encryption:02x}")
+        )
+        if e.from_client:
+            facts.client_version = _version_text(e.version)
+            facts.client_encryption = enc
+            facts.instance = e.instance
+            facts.mars = e.mars
+        else:
+            facts.server_version = _version_text(e.version)
+            facts.server_encryption = enc
+            facts.fedauth_required = e.fedauth_required
+        facts.frames.extend(e.frames)
+        self.prelogin = facts
+
+    def _tls(self) -> TlsFacts:
+        if self.tls is None:
+            self.tls = TlsFacts(carried_in_tds=self.protocol != "tds8")
+        return self.tls
+
+    def _tls_event(self, e: ev.Event, from_client: bool) -> None:
+        tls = self._tls()
+        if isinstance(e, ev.ClientHello):
+            versions = e.supported_versions or (e.legacy_version,)
+            tls.client_versions = [tls_version_name(v) for v in versions]
+            tls.sni = e.sni
+            tls.alpn = list(e.alpn)
+        elif isinstance(e, ev.ServerHello):
+            tls.version = tls_version_name(e.selected_version)
+            tls.cipher_suite = e.cipher_suite
+        elif isinstance(e, ev.Certificate):
+            tls.certificate_subject = e.subject
+            tls.certificate_issuer = e.issuer
+            tls.certificate_san = list(e.san)
+            tls.certificate_not_after = e.not_after
+        elif isinstance(e, ev.ChangeCipherSpec):
+            self._ccs[from_client] = True
+            if self._ccs[True] and self._ccs[False]:
+                tls.handshake_complete = True
+        elif isinstance(e, ev.TlsAlert) and e.level is not None and tls.alert is None:
+            level = {1: "warning", 2: "fatal"}.get(e.level, str(e.level))
+            name = TLS_ALERTS.get(e.description or 0, str(e.description))
+            tls.alert = f"{level} {name} from {'client' if from_client else 'server'}"
+            tls.alert_frame = e.frames[-1] if e.frames else None
+
+    def _encrypted(self, e: ev.EncryptedData, from_client: bool) -> PhaseName:
+        """Phase of encrypted data: TLS while the handshake runs, then by flight order.
+
+        TDS 7.x: the client's first flight after the handshake is LOGIN7, the server's answer
+        the login response, the rest data. TDS 8.0: PRELOGIN travels inside TLS first.
+        """
+        tls = self._tls()
+        if e.carrier == ev.TlsCarrier.TDS:
+            return PhaseName.TLS  # TLS 1.3 encrypted handshake inside PRELOGIN packets
+        if not tls.handshake_complete and not self._handshake_over(from_client):
+            return PhaseName.TLS
+        tls.handshake_complete = True
+        if self._last_flight_side is not from_client:
+            self._flights[from_client] += 1
+            self._last_flight_side = from_client
+        n = self._flights[from_client]
+        if self.protocol == "tds8":
+            order = (
+                [PhaseName.PRELOGIN, PhaseName.LOGIN]
+                if from_client
+                else [PhaseName.PRELOGIN, PhaseName.LOGIN_RESPONSE]
+            )
+        else:
+            order = [PhaseName.LOGIN] if from_client else [PhaseName.LOGIN_RESPONSE]
+        if self.login is not None and from_client:  # LOGIN7 was in clear: this is data
+            return PhaseName.DATA
+        if from_client and n > len(order):
+            self.requests += 1
+        return order[n - 1] if n <= len(order) else PhaseName.DATA
+
+    def _handshake_over(self, from_client: bool) -> bool:
+        """TLS 1.3 hides its last handshake messages: the client's first encrypted record after
+        the ServerHello ends the handshake (its Finished). TLS 1.2 ends with both
+        ChangeCipherSpecs."""
+        if self._tls().version != "TLS 1.3":
+            return False
+        if from_client and not self._client_finished:
+            self._client_finished = True  # this record is the client's Finished
+            return False
+        return self._client_finished
+
+    def _response_token(self, e: ev.Event) -> None:
+        r = self.response or LoginResponseFacts()
+        self.response = r
+        if isinstance(e, ev.LoginAck):
+            r.login_ack = True
+            r.tds_version = tds_version_name(e.tds_version)
+            r.program = f"{e.prog_name} {'.'.join(str(x) for x in e.prog_version)}".strip()
+        elif isinstance(e, ev.EnvChangeRouting):
+            r.routing = RoutingFacts(e.server, e.port, e.protocol, e.frames[-1])
+        elif isinstance(e, ev.EnvChange):
+            if e.type == ev.EnvChangeType.DATABASE:
+                r.database = e.new
+            elif e.type == ev.EnvChangeType.PACKET_SIZE and e.new.isdigit():
+                r.packet_size = int(e.new)
+        elif isinstance(e, ev.ServerMessage):
+            r.messages.append(
+                ServerMessageFacts(
+                    "error" if isinstance(e, ev.Error) else "info",
+                    e.number,
+                    e.state,
+                    e.severity,
+                    e.message,
+                    e.server,
+                    e.frames[-1] if e.frames else 0,
+                )
+            )
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _remember_time(self, frame: int, ts_ns: int) -> None:
+        self._times[frame] = ts_ns
+        if len(self._times) > RECENT_FRAMES:
+            self._times.popitem(last=False)
+
+    def _mark(self, name: PhaseName, frames: tuple[int, ...], inferred: bool) -> None:
+        if not frames:
+            return
+        first, last = min(frames), max(frames)
+        t_first = self._times.get(first, self._times.get(last, 0))
+        t_last = self._times.get(last, t_first)
+        span = self._spans.get(name)
+        if span is None:
+            self._spans[name] = _PhaseSpan(first, last, t_first, t_last, inferred, set(frames))
+            return
+        span.frames.update(frames)
+        if first < span.first_frame:
+            span.first_frame, span.start_ns = first, t_first
+        if last > span.last_frame:
+            span.last_frame, span.end_ns = last, t_last
+        span.inferred = span.inferred and inferred
+
+    def _phases(self, s: ConnectionSummary) -> list[Phase]:
+        out: list[Phase] = []
+        if s.syn_frames:
+            end_frame = s.synack_frame if s.synack_frame is not None else s.syn_frames[-1]
+            end_ns = s.synack_ts_ns if s.synack_ts_ns is not None else s.syn_ts_ns[-1]
+            out.append(
+                Phase(
+                    PhaseName.TCP_HANDSHAKE,
+                    s.syn_frames[0],
+                    end_frame,
+                    s.syn_ts_ns[0],
+                    end_ns,
+                    frames=len(s.syn_frames) + (s.synack_frame is not None),
+                )
+            )
+        order = list(PhaseName)
+        for name in sorted(self._spans, key=order.index):
+            sp = self._spans[name]
+            out.append(
+                Phase(
+                    name,
+                    sp.first_frame,
+                    sp.last_frame,
+                    sp.start_ns,
+                    sp.end_ns,
+                    sp.inferred,
+                    len(sp.frames),
+                )
+            )
+        close = _close_frames(s)
+        if close is not None:
+            out.append(Phase(PhaseName.CLOSE, close[0], s.last_frame, close[1], s.last_ts_ns))
+        return out
+
+
+def _close_frames(s: ConnectionSummary) -> tuple[int, int] | None:
+    """First FIN or RST of the connection (frame, time), if any."""
+    candidates = [f for f in (s.to_server.fin_frame, s.to_client.fin_frame, s.rst_frame) if f]
+    if not candidates:
+        return None
+    frame = min(candidates)
+    ts = s.rst_ts_ns if frame == s.rst_frame and s.rst_ts_ns is not None else None
+    return frame, ts if ts is not None else s.last_ts_ns
+
+
+def _login_facts(e: ev.Login7) -> LoginFacts:
+    return LoginFacts(
+        tds_version=tds_version_name(e.tds_version),
+        packet_size=e.packet_size,
+        hostname=e.hostname,
+        username=e.username,
+        appname=e.appname,
+        servername=e.servername,
+        library=e.library,
+        database=e.database,
+        read_only_intent=e.read_only_intent,
+        sspi=e.sspi_length > 0,
+        password_present=e.password_present,
+        features=[f"0x{f.id:02x}" for f in e.features],
+        frame=e.frames[-1] if e.frames else 0,
+    )
+
+
+def _problem_detail(e: ev.Event) -> str:
+    for attr in ("detail", "what"):
+        value = getattr(e, attr, None)
+        if value:
+            return str(value)
+    if isinstance(e, ev.Resync):
+        return f"skipped {e.skipped} bytes to find the next TDS header"
+    return type(e).__name__
