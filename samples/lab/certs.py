@@ -22,12 +22,19 @@ def make_cert(folder: Path, extra_names: list[str] | None = None) -> tuple[Path,
     """Write cert.pem/key.pem into ``folder`` (reused when already there); return their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    if cert_path.exists() and key_path.exists():
+    names = NAMES + (extra_names or [])
+    names_path = folder / "names.txt"
+    if (
+        cert_path.exists()
+        and key_path.exists()
+        and names_path.exists()
+        and names_path.read_text().split() == names
+    ):
         return cert_path, key_path
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tdslens-lab.database.windows.net")])
     now = dt.datetime.now(dt.UTC)
-    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in NAMES + (extra_names or [])]
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     alt.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     cert = (
         x509.CertificateBuilder()
@@ -49,4 +56,5 @@ def make_cert(folder: Path, extra_names: list[str] | None = None) -> tuple[Path,
             serialization.NoEncryption(),
         )
     )
+    names_path.write_text("\n".join(names) + "\n")
     return cert_path, key_path

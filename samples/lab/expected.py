@@ -20,6 +20,10 @@ def _tcp_from_server(ev: dict[str, Any]) -> dict[str, Any]:
     outcome = ev.get("outcome", {})
     login = outcome.get("login")
     route = outcome.get("route")
+    tls = ev.get("tls")
+    if tls is not None:
+        # True when the client's last TLS 1.3 flight came raw, not inside a PRELOGIN packet.
+        tls = {**tls, "client_final_flight_unwrapped": bool(ev.get("tls_unwrapped_client_flight"))}
     conn: dict[str, Any] = {
         "transport": "tcp",
         "role": ev["role"],
@@ -29,7 +33,7 @@ def _tcp_from_server(ev: dict[str, Any]) -> dict[str, Any]:
         "accepted_by_server": True,
         "steps": ev.get("steps", []),
         "encryption": ev.get("encryption"),
-        "tls": ev.get("tls"),
+        "tls": tls,
         "prelogin": ev.get("prelogin"),
         "login": ev.get("login"),
         "login_result": login,
@@ -39,6 +43,7 @@ def _tcp_from_server(ev: dict[str, Any]) -> dict[str, Any]:
         "data_after_response": ev.get("after_response_bytes", 0),
         "end": ev.get("end"),
         "error": ev.get("error"),
+        "first_bytes": ev.get("first_bytes"),
         "time": ev.get("accepted"),
     }
     return conn
@@ -97,6 +102,7 @@ def build_expected(
                 "data_after_response": 0,
                 "end": end,
                 "error": None,
+                "first_bytes": None,
                 "time": None,
             }
         )

@@ -25,7 +25,16 @@ from typing import Any
 from . import netlab
 from .certs import make_cert
 from .expected import build_expected
-from .scenarios import BY_DRIVER, BY_SCENARIO, DNS_CONFIG, DRIVERS, SCENARIOS, Driver, Scenario
+from .scenarios import (
+    BY_DRIVER,
+    BY_SCENARIO,
+    CERT_NAMES,
+    DNS_CONFIG,
+    DRIVERS,
+    SCENARIOS,
+    Driver,
+    Scenario,
+)
 
 LAB = Path(__file__).resolve().parent
 REPO = LAB.parent.parent
@@ -37,7 +46,13 @@ PCAPS = REPO / "samples" / "pcaps"
 def driver_command(
     drv: Driver, args: dict[str, Any], keylog: Path
 ) -> tuple[list[str], dict[str, str]]:
-    env = {"SSLKEYLOGFILE": str(keylog), **drv.env}
+    # Strict (TDS 8.0) always validates the certificate, so the lab's own CA must be trusted.
+    env = {
+        "SSLKEYLOGFILE": str(keylog),
+        "SSL_CERT_FILE": args["cafile"],
+        "NODE_EXTRA_CA_CERTS": args["cafile"],
+        **drv.env,
+    }
     payload = json.dumps(args)
     if drv.kind == "python":
         return [str(VENV_PY), str(LAB / "drivers" / "pydrivers.py"), drv.module, payload], env
@@ -85,6 +100,7 @@ def run_one(sc: Scenario, drv: Driver, runs: Path, cert: Path, key: Path) -> dic
         "database": "appdb",
         "encrypt": sc.encrypt,
         "readonly": sc.readonly,
+        "tds_version": sc.tds_version,
         "timeout": sc.timeout,
         "cafile": str(cert),
         "workdir": str(work),
@@ -164,19 +180,39 @@ def run_one(sc: Scenario, drv: Driver, runs: Path, cert: Path, key: Path) -> dic
                 server.kill()
         netlab.teardown()
         server_out.close()
+    inputs = {
+        "scenario": sc.name,
+        "driver": drv.name,
+        "client": client,
+        "hits": hits,
+        "seen": seen,
+        "args": args,
+        "started": started,
+        "duration": time.time() - started,
+    }
+    (work / "lab_inputs.json").write_text(json.dumps(inputs, indent=1))
+    return write_expected(work)
+
+
+def write_expected(work: Path) -> dict[str, Any]:
+    """(Re)build a run's expected file from what the run recorded (no network needed)."""
+    inp = json.loads((work / "lab_inputs.json").read_text())
+    sc, drv = BY_SCENARIO[inp["scenario"]], BY_DRIVER[inp["driver"]]
+    base = work.name
+    pcap, log, keys = work / f"{base}.pcap", work / "server.jsonl", work / f"{base}.keys"
     events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     expected = build_expected(
         scenario=sc,
         driver=drv,
-        client=client,
+        client=inp["client"],
         events=events,
-        hits=hits,
-        seen=seen,
+        hits=inp["hits"],
+        seen=inp["seen"],
         capture=pcap.name,
         keylog=keys.name if keys.exists() and keys.stat().st_size else None,
-        args=args,
-        started=started,
-        duration=time.time() - started,
+        args=inp["args"],
+        started=inp["started"],
+        duration=inp["duration"],
     )
     (work / f"{base}.json").write_text(json.dumps(expected, indent=2) + "\n")
     return expected
@@ -200,7 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-s", "--scenario", action="append", choices=sorted(BY_SCENARIO))
     ap.add_argument("-d", "--driver", action="append", choices=sorted(BY_DRIVER))
     ap.add_argument("--publish", action="store_true", help="copy results into samples/pcaps")
+    ap.add_argument(
+        "--rebuild", action="store_true", help="only rebuild expected files of earlier runs"
+    )
     args = ap.parse_args(argv)
+    if args.rebuild:
+        for work in sorted((OUT / "runs").iterdir()):
+            if (work / "lab_inputs.json").exists():
+                write_expected(work)
+        if args.publish:
+            publish(OUT / "runs")
+        return 0
     if os.geteuid() != 0:
         print("the lab needs root (network namespaces, tcpdump, nft)", file=sys.stderr)
         return 2
@@ -209,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scenarios = [BY_SCENARIO[n] for n in args.scenario] if args.scenario else SCENARIOS
     drivers = [BY_DRIVER[n] for n in args.driver] if args.driver else DRIVERS
-    cert, key = make_cert(OUT / "tls")
+    cert, key = make_cert(OUT / "tls", CERT_NAMES)
     runs = OUT / "runs"
     t0 = time.time()
     for sc in scenarios:

@@ -19,6 +19,9 @@ MISSING_WORKER = "wk9.tr404.eastus1-a.worker.database.windows.net"  # never in D
 LISTENER_NAME = "aglisten.contoso.lab"
 REPLICA_NAME = "sqlnode2.contoso.lab"
 
+# Exact names in the certificate: a wildcard covers one label only, and worker names have more.
+CERT_NAMES = [GATEWAY_NAME, WORKER_NAME, LISTENER_NAME, REPLICA_NAME]
+
 DNS_RECORDS = {
     GATEWAY_NAME: GATEWAY_IP,
     WORKER_NAME: WORKER_IP,
@@ -39,6 +42,7 @@ class Scenario:
     firewall: list[dict[str, Any]] = field(default_factory=list)
     needs: tuple[str, ...] = ()  # driver features required: strict, readonly
     timeout: int = 15  # driver login timeout, seconds
+    tds_version: str | None = None  # ask the driver for this TDS version (FreeTDS-based only)
 
 
 def gateway(**kw: Any) -> dict[str, Any]:
@@ -77,6 +81,13 @@ SCENARIOS: list[Scenario] = [
         "redirect_tls12",
         "Redirect policy with gateway and worker capped at TLS 1.2.",
         [gateway(tls_max="1.2"), worker(tls_max="1.2")],
+    ),
+    Scenario(
+        "redirect_tds73",
+        "Redirect policy (TLS 1.2) with a client logging in as TDS 7.3, older than routing needs.",
+        [gateway(tls_max="1.2"), worker(tls_max="1.2")],
+        tds_version="7.3",
+        needs=("tdsversion",),
     ),
     Scenario(
         "redirect_blocked",
@@ -196,8 +207,8 @@ DRIVERS: list[Driver] = [
         "mssql-python",
     ),
     Driver("pytds", "python", ("readonly",), module="pytds"),
-    Driver("pymssql", "python", ("strict", "readonly"), module="pymssql"),
-    Driver("tsql", "tsql", ()),
+    Driver("pymssql", "python", ("readonly", "tdsversion"), module="pymssql"),
+    Driver("tsql", "tsql", ("tdsversion",)),
 ]
 
 BY_SCENARIO = {s.name: s for s in SCENARIOS}

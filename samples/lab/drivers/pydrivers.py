@@ -49,7 +49,7 @@ def run_pymssql(a: dict[str, Any]) -> list[Any]:
         login_timeout=a["timeout"],
         timeout=a["timeout"],
         appname="tdslens-lab",
-        tds_version="7.4",
+        tds_version=a.get("tds_version") or "7.4",
         autocommit=True,
         encryption={"off": "off", "on": "require", "strict": "strict"}[a["encrypt"]],
         read_only=a.get("readonly", False),

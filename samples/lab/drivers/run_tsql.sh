@@ -3,20 +3,21 @@
 # Usage: run_tsql.sh JSON   (host, port, user, password, database, encrypt, timeout, workdir)
 set -u
 json="$1"
-get() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$json" "$1"; }
+get() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]) or "")' "$json" "$1"; }
 host=$(get host); port=$(get port); user=$(get user); pass=$(get password); db=$(get database)
-enc=$(get encrypt); timeout=$(get timeout); dir=$(get workdir)
+enc=$(get encrypt); timeout=$(get timeout); dir=$(get workdir); tdsv=$(get tds_version)
 case "$enc" in off) fenc=off ;; strict) fenc=strict ;; *) fenc=require ;; esac
 conf="$dir/freetds.conf"
 cat > "$conf" <<CONF
 [global]
-	tds version = 7.4
+	tds version = ${tdsv:-7.4}
 	encryption = $fenc
 	login timeout = $timeout
 	timeout = $timeout
 CONF
 start=$(date +%s.%N)
-out=$(printf 'SELECT 1\ngo\nexit\n' | FREETDSCONF="$conf" timeout $((timeout + 20)) \
+# tsql -H takes the version from TDSVER, not from freetds.conf's [global].
+out=$(printf 'SELECT 1\ngo\nexit\n' | TDSVER="${tdsv:-7.4}" FREETDSCONF="$conf" timeout $((timeout + 20)) \
       tsql -H "$host" -p "$port" -U "$user" -P "$pass" -D "$db" -o q 2>&1)
 rc=$?
 end=$(date +%s.%N)
