@@ -1,0 +1,140 @@
+"""Plain-text rendering of an Analysis for the terminal: one phase ladder per connection.
+
+Why plain text first: it is what a support engineer pastes into a ticket, and what tests can
+read. Every line that states a fact names the frames it came from, so the reader can open them
+in Wireshark (`frame.number == N`, `tcp.stream eq N`).
+"""
+
+from __future__ import annotations
+
+from tdslens.analyzer.model import Analysis, ConnectionRecord, Phase, PhaseName
+
+PROTOCOL_NAMES = {
+    "tds": "TDS",
+    "tds8": "TDS 8.0 (TLS first)",
+    "other": "not TDS",
+    "none": "no data",
+}
+PHASE_LABELS = {
+    PhaseName.TCP_HANDSHAKE: "TCP handshake",
+    PhaseName.PRELOGIN: "PRELOGIN",
+    PhaseName.TLS: "TLS",
+    PhaseName.LOGIN: "LOGIN",
+    PhaseName.LOGIN_RESPONSE: "login response",
+    PhaseName.REDIRECT: "redirect",
+    PhaseName.DATA: "data",
+    PhaseName.CLOSE: "close",
+}
+
+
+def render_text(analysis: Analysis) -> str:
+    """The whole analysis as text: capture facts, problems, then each connection's ladder."""
+    lines = [_capture_line(analysis)]
+    lines += [f"  problem: frame {p.frame}: {p.message}" for p in analysis.problems]
+    tds = [c for c in analysis.connections if c.protocol in ("tds", "tds8", "none")]
+    others = [c for c in analysis.connections if c.protocol == "other"]
+    for conn in tds:
+        lines.append("")
+        lines += _ladder(conn, analysis)
+    if others:
+        lines.append("")
+        lines.append(f"{len(others)} other TCP connection(s), not TDS:")
+        lines += [
+            f"  stream {c.stream}: {c.client} -> {c.server} {c.tcp.conn_state}" for c in others
+        ]
+    failed_dns = [d for d in analysis.dns if d.nxdomain]
+    for d in failed_dns:
+        lines.append(f"DNS: {', '.join(d.names)} does not exist (NXDOMAIN), frame {d.frame}")
+    return "\n".join(lines) + "\n"
+
+
+def _capture_line(a: Analysis) -> str:
+    info = a.capture
+    fmt = info.format + (" (gzip)" if info.compressed else "")
+    return f"{info.path}: {fmt}, {a.frames} frames, {len(a.connections)} TCP connections"
+
+
+def _ladder(conn: ConnectionRecord, analysis: Analysis) -> list[str]:
+    t0 = conn.tcp.first_ts_ns
+    reached = conn.reached
+    stop = f", stopped after {PHASE_LABELS[reached]}" if reached and _stopped_early(conn) else ""
+    head = (
+        f"stream {conn.stream}  {conn.client} -> {conn.server}  "
+        f"{PROTOCOL_NAMES[conn.protocol]}  [{conn.tcp.conn_state} {conn.tcp.history}]{stop}"
+    )
+    lines = [head]
+    for phase in conn.phases:
+        lines.append(f"  {_phase_line(phase, t0)}{_phase_detail(conn, phase)}")
+    lines += [f"  ! {p.what}: {p.detail} (frames {_frames(p.frames)})" for p in conn.problems]
+    return lines
+
+
+def _stopped_early(conn: ConnectionRecord) -> bool:
+    return conn.reached not in (PhaseName.DATA, PhaseName.REDIRECT)
+
+
+def _phase_line(p: Phase, t0: int) -> str:
+    frames = (
+        f"frame {p.first_frame}"
+        if p.first_frame == p.last_frame
+        else (f"frames {p.first_frame}-{p.last_frame}")
+    )
+    start_ms = (p.start_ns - t0) / 1e6
+    took = (p.end_ns - p.start_ns) / 1e6
+    inferred = " (inferred from encrypted traffic)" if p.inferred else ""
+    return f"{PHASE_LABELS[p.name]:<15} {frames:<16} +{start_ms:9.3f} ms  {took:8.3f} ms{inferred}"
+
+
+def _phase_detail(conn: ConnectionRecord, phase: Phase) -> str:
+    """The facts that belong on a phase's line."""
+    tcp = conn.tcp
+    if phase.name is PhaseName.TCP_HANDSHAKE:
+        if tcp.synack_frame is None:
+            answer = "RST" if tcp.conn_state == "REJ" else "no answer"
+            return f"  {len(tcp.syn_frames)} SYN(s), {answer}"
+        return f"  rtt {tcp.handshake_rtt_ns / 1e6:.3f} ms" if tcp.handshake_rtt_ns else ""
+    if phase.name is PhaseName.PRELOGIN and conn.prelogin:
+        pre = conn.prelogin
+        return f"  encryption client={pre.client_encryption} server={pre.server_encryption}" + (
+            f", server version {pre.server_version}" if pre.server_version else ""
+        )
+    if phase.name is PhaseName.TLS and conn.tls:
+        tls = conn.tls
+        parts = [tls.version or "version not seen"]
+        if tls.sni:
+            parts.append(f"SNI {tls.sni}")
+        if tls.alpn:
+            parts.append(f"ALPN {','.join(tls.alpn)}")
+        if tls.alert:
+            parts.append(f"alert: {tls.alert} (frame {tls.alert_frame})")
+        return "  " + ", ".join(parts)
+    if phase.name is PhaseName.LOGIN and conn.login:
+        lg = conn.login
+        intent = ", read-only intent" if lg.read_only_intent else ""
+        return (
+            f"  TDS {lg.tds_version}, user {lg.username!r}, database {lg.database!r}, "
+            f"app {lg.appname!r}{intent}"
+        )
+    if phase.name is PhaseName.LOGIN_RESPONSE and conn.response:
+        r = conn.response
+        parts = [f"LOGINACK TDS {r.tds_version} {r.program}" if r.login_ack else "no LOGINACK"]
+        parts += [
+            f"{m.kind} {m.number} state {m.state} class {m.severity} (frame {m.frame}): {m.message}"
+            for m in r.messages
+            if m.kind == "error"
+        ]
+        return "  " + "; ".join(parts)
+    if phase.name is PhaseName.REDIRECT and conn.response and conn.response.routing:
+        rt = conn.response.routing
+        return f"  routed to {rt.server}:{rt.port} (ENVCHANGE type 20, frame {rt.frame})"
+    if phase.name is PhaseName.CLOSE:
+        if tcp.rst_frame is not None:
+            return f"  reset by the {tcp.rst_side} (frame {tcp.rst_frame})"
+        return ""
+    return ""
+
+
+def _frames(frames: list[int]) -> str:
+    if len(frames) <= 6:
+        return ", ".join(str(f) for f in frames)
+    return ", ".join(str(f) for f in frames[:6]) + f", ... ({len(frames)} frames)"
