@@ -1,0 +1,70 @@
+"""Reading a capture file as a sequence of large chunks, transparently gunzipped.
+
+Why chunks: support captures are many GB. Readers walk records inside one chunk (8-32 MiB),
+hand the chunk to the layers above as `FrameBatch.data`, then ask for the next one; the
+incomplete record at a chunk's end is carried over. Memory stays flat whatever the file size.
+Gzip is recognised by its magic bytes (1f 8b), never by the file name, and is streamed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from typing import BinaryIO
+
+GZIP_MAGIC = b"\x1f\x8b"
+DEFAULT_CHUNK = 16 << 20
+
+
+class ChunkSource:
+    """A window `buf[pos:]` onto the (decompressed) file that grows on demand."""
+
+    def __init__(self, path: str, chunk_size: int = DEFAULT_CHUNK) -> None:
+        self.path = path
+        self.chunk_size = chunk_size
+        self.file_size = os.stat(path).st_size
+        self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self.compressed = self._raw.read(2) == GZIP_MAGIC
+        self._raw.seek(0)
+        self._stream: BinaryIO = (
+            gzip.GzipFile(fileobj=self._raw, mode="rb") if self.compressed else self._raw
+        )
+        self.buf: bytes = b""
+        self.pos = 0  # next unread byte in buf
+        self.base = 0  # file offset (decompressed) of buf[0]
+        self.eof = False
+        self.error: str | None = None  # why reading stopped early (damaged gzip stream)
+
+    @property
+    def available(self) -> int:
+        return len(self.buf) - self.pos
+
+    def fill(self, need: int) -> bool:
+        """Make at least `need` bytes available after `pos`; False if the file ends first."""
+        while self.available < need and not self.eof:
+            want = max(self.chunk_size, need - self.available)
+            try:
+                chunk = self._stream.read(want)
+            except (EOFError, OSError, zlib.error) as exc:
+                # A cut or corrupt gzip stream: keep what was decompressed so far.
+                self.error = f"compressed stream is damaged ({exc})"
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                break
+            self.base += self.pos
+            self.buf = self.buf[self.pos :] + chunk if self.available else chunk
+            self.pos = 0
+        return self.available >= need
+
+    def read_all(self) -> bytes:
+        """The rest of the file in one buffer (formats that need random access)."""
+        while not self.eof:
+            self.fill(self.available + self.chunk_size)
+        return self.buf[self.pos :]
+
+    def close(self) -> None:
+        if self._stream is not self._raw:
+            self._stream.close()
+        self._raw.close()
