@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES
 
 from tdslens.analyzer.analysis import analyze
 from tdslens.analyzer.model import ConnectionRecord, PhaseName
@@ -177,3 +178,36 @@ def _all_values(obj: object) -> Iterator[object]:
             yield from _all_values(v)
     else:
         yield obj
+
+
+def test_worker_leg_opening_with_tls_application_data_is_flagged(tshark):
+    """FreeTDS tsql (lab sample) follows the redirect but sends TLS application data on the new
+    socket with no handshake, and the worker hangs up. tshark says which frame first carries
+    client payload on the worker stream and what its first byte is."""
+    path = SAMPLES / "redirect_tls12__tsql.pcap"
+    analysis = analyze(path)
+    worker = next(c for c in analysis.connections if c.server.port == 11042)
+    out = subprocess.run(
+        [
+            tshark,
+            "-r",
+            str(path),
+            "-Y",
+            f"tcp.stream eq {worker.stream} && tcp.len > 0 && tcp.dstport == 11042",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "tcp.payload",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    first_frame, first_payload = int(out[0]), bytes.fromhex(out[1])
+    assert first_payload[0] == 23  # what the test is about: TLS application data first
+    assert worker.protocol == "other"
+    [problem] = worker.problems
+    assert problem.what == "TLS without handshake"
+    assert problem.frames == [first_frame]

@@ -34,10 +34,16 @@ from tdslens.analyzer.tcp_events import ConnectionSummary, Gap, Payload, StreamS
 from tdslens.dissectors import events as ev
 from tdslens.dissectors.login7 import tds_version_name
 from tdslens.dissectors.session import TdsDirection
-from tdslens.dissectors.tds import looks_like_tds, looks_like_tds8
+from tdslens.dissectors.tds import (
+    header_plausible,
+    looks_like_tds,
+    looks_like_tds8,
+    tls_record_plausible,
+)
 
 SNIFF_BYTES = 512  # client bytes kept to decide whether a stream is TDS
 RECENT_FRAMES = 256  # frame → time entries kept per connection, to time events
+TLS_HANDSHAKE_RECORD = 22  # TLS content type of handshake records
 
 TLS_VERSIONS = {
     0x0300: "SSL 3.0",
@@ -204,10 +210,26 @@ class ConnectionDissector:
             return
         held, self._held, self._sniff = self._held, [], bytearray()
         if self.protocol == "other":
+            self._note_tls_without_handshake(sniff, held)
             return
         self._dirs = {True: TdsDirection(from_client=True), False: TdsDirection(from_client=False)}
         for p in held:
             self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
+
+    def _note_tls_without_handshake(self, sniff: bytes, held: list[Payload]) -> None:
+        """A client whose first bytes are TLS application data (or an alert) has no handshake
+        on this connection: seen when a driver carries a TLS session over from the gateway leg
+        to the worker leg. No TLS protocol starts that way, so it is worth a problem."""
+        if tls_record_plausible(sniff) and sniff[0] != TLS_HANDSHAKE_RECORD:
+            frames = [p.frame for p in held if p.from_client][:1]
+            self.problems.append(
+                Problem(
+                    "TLS without handshake",
+                    "the client's first bytes are an encrypted TLS record (content type "
+                    f"{sniff[0]}) with no TLS handshake on this connection",
+                    frames,
+                )
+            )
 
     def _server_spoke_first(self) -> bool:
         """A TDS client always speaks first; a server that does is another protocol."""
@@ -217,8 +239,6 @@ class ConnectionDissector:
         """A capture that starts inside a session: accept a plausible TDS header on a SQL port."""
         if self.start.saw_syn or not self._sniff:
             return False
-        from tdslens.dissectors.tds import header_plausible
-
         return header_plausible(bytes(self._sniff)) and self._sniff[0] in (1, 3, 4, 6, 7, 14, 16)
 
     # -- folding protocol events into facts and phases ---------------------------------------
