@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from test_tcp_cases import CASES, Wire, columns_from_pcap, streams_bytes, summaries
 
+from tdslens.analyzer.capture import open_capture
+from tdslens.analyzer.decode import Decoder
 from tdslens.analyzer.packet_columns import PacketColumns
 from tdslens.analyzer.tcp import TcpEngine
 from tdslens.analyzer.tcp_events import Gap, StreamStart, TcpEvent
@@ -69,11 +71,20 @@ def tshark_follow(tshark: str, path: Path, streams: list[int]) -> dict[int, dict
 
 
 def our_run(path: Path) -> tuple[list[tuple[int, int]], list[TcpEvent]]:
-    cols = columns_from_pcap(path)
-    streams = np.full(len(cols), -1, dtype=np.int64)
+    """The product path: capture reader, decoder, engine; (frame, stream) of every TCP row."""
+    reader = open_capture(path)
+    decoder = Decoder(path=str(path))
     engine = TcpEngine()
-    events = [*engine.feed(cols, streams), *engine.finish()]
-    return list(zip(cols.number.tolist(), streams.tolist(), strict=True)), events
+    frames: list[tuple[int, int]] = []
+    events: list[TcpEvent] = []
+    for batch in reader.batches():
+        cols, _ = decoder.decode(batch)
+        streams = np.full(len(cols), -1, dtype=np.int64)
+        events += engine.feed(cols, streams)
+        tcp = cols.proto == 6
+        frames += zip(cols.number[tcp].tolist(), streams[tcp].tolist(), strict=True)
+    events += engine.finish()
+    return frames, events
 
 
 def check_against_tshark(tshark: str, path: Path) -> list[TcpEvent]:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tdslens.analyzer.capture import open_capture
+from tdslens.analyzer.decode import Decoder
 from tdslens.analyzer.frames import CaptureInfo, CaptureProblem
 from tdslens.analyzer.packet_columns import PacketColumns
 from tdslens.analyzer.tcp import TcpEngine
@@ -39,10 +41,9 @@ class CapturePipeline:
     """Reads one capture file once, feeding every batch through decoding and the TCP engine."""
 
     def __init__(self, path: str | Path, engine: TcpEngine | None = None) -> None:
-        from tdslens.analyzer.capture import open_capture  # the reader raises CaptureError
-
         self.path = str(path)
-        self.reader = open_capture(self.path)
+        self.reader = open_capture(self.path)  # raises CaptureError when nothing can be read
+        self.decoder = Decoder(path=self.path)  # keeps IP fragments across batches
         self.engine = engine if engine is not None else TcpEngine()
         self._decode_problems: list[CaptureProblem] = []
         self.frames = 0  # frames read so far (highest frame number seen)
@@ -59,16 +60,15 @@ class CapturePipeline:
         return sorted([*read, *self._decode_problems], key=lambda p: p.frame)
 
     def batches(self) -> Iterator[DecodedBatch]:
-        from tdslens.analyzer.decode import decode_batch
-
         engine = self.engine
         for batch in self.reader.batches():
             if len(batch):
                 self.frames = max(self.frames, int(batch.number[-1]))
-            columns, problems = decode_batch(batch)
+            columns, problems = self.decoder.decode(batch)
             if problems:
                 self._decode_problems.extend(problems)
             yield DecodedBatch(columns, engine.feed(columns))
+        self._decode_problems.extend(self.decoder.finish())
         yield DecodedBatch(None, engine.finish())
 
     def events(self) -> Iterator[TcpEvent]:
