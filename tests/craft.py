@@ -83,7 +83,7 @@ def write_pcap(
         origlen = r.origlen if r.origlen is not None else len(raw)
         out.append(struct.pack(bo + "IIII", sec, frac, len(raw), origlen))
         if modified:
-            out.append(struct.pack(bo + "iHBB", 1, 0x0800, 0, 0) + b"\0\0")
+            out.append(struct.pack(bo + "iHBB", 1, 0x0800, 0, 0))
         out.append(raw)
     path = Path(path)
     path.write_bytes(b"".join(out))
@@ -169,7 +169,9 @@ def _section_bytes(sec: Section) -> bytes:
             out.append(extra.pop(0)[1])
         raw = r.raw
         origlen = r.origlen if r.origlen is not None else len(raw)
-        if r.block == "spb":
+        if r.block == "spb":  # room for min(origlen, snaplen of interface 0) bytes
+            snap = sec.interfaces[0].snaplen if sec.interfaces else 0
+            raw = raw[:snap] if snap else raw
             out.append(block(bo, 3, struct.pack(bo + "I", origlen) + raw))
             continue
         ifc = sec.interfaces[r.interface] if r.interface < len(sec.interfaces) else Iface()

@@ -6,16 +6,27 @@ and both must give identical columns; both must also match tshark's view of each
 
 from __future__ import annotations
 
+import struct
 import subprocess
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import craft
 import numpy as np
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.l2 import Ether
-from scapy.packet import Raw
+from craft import Rec
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR, fragment
+from scapy.layers.inet6 import (
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    fragment6,
+)
+from scapy.layers.l2 import ARP, CookedLinux, Dot1AD, Dot1Q, Ether
+from scapy.packet import Packet, Padding, Raw
 
 from tdslens.analyzer.capture import open_capture
 from tdslens.analyzer.decode import Decoder, decode_batch
@@ -83,7 +94,7 @@ def tshark_rows(tshark: str, path: Path) -> tuple[dict[int, tuple], dict[int, in
     for line in out.splitlines():
         num, ts, ip4, ip6, tsport, seq, tlen, usport = (line.split("\t") + [""] * 8)[:8]
         number = int(num)
-        ts_ns = int(Decimal(ts) * 1_000_000_000)
+        ts_ns = int(Decimal(ts) * 1_000_000_000) if ts else 0  # SPB: no timestamp
         times[number] = ts_ns
         if not tsport and not usport:
             continue
@@ -129,13 +140,250 @@ def assert_fast_equals_slow(path: Path) -> None:
 
 def tcp_packets() -> list:
     return [
-        Ether()
+        eth()
         / IP(src="10.0.0.1", dst="10.0.0.2")
         / TCP(sport=50000, dport=1433, seq=7)
         / Raw(b"\x12\x01\x00\x2f" + bytes(40)),
-        Ether() / IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=1433, dport=50000, seq=99),
-        Ether() / IP(src="10.0.0.1", dst="10.0.0.53") / UDP(sport=5353, dport=53) / Raw(b"q" * 5),
+        eth() / IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=1433, dport=50000, seq=99),
+        eth() / IP(src="10.0.0.1", dst="10.0.0.53") / UDP(sport=5353, dport=53) / Raw(b"q" * 5),
     ]
+
+
+def eth(**kw: object) -> Packet:
+    """Ethernet with fixed addresses (scapy would otherwise try to resolve them on the host)."""
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **kw)
+
+
+def ip4(i: int = 0, payload: bytes = b"select 1") -> Packet:
+    return (
+        IP(src=f"192.0.2.{i + 1}", dst="198.51.100.7")
+        / TCP(sport=40000 + i, dport=1433, seq=1000 * i + 1, flags="PA")
+        / Raw(payload)
+    )
+
+
+def ip6(i: int = 0, payload: bytes = b"six") -> Packet:
+    return (
+        IPv6(src=f"2001:db8::{i + 1:x}", dst="2001:db8::ffff")
+        / TCP(sport=41000 + i, dport=1433, seq=77 + i)
+        / Raw(payload)
+    )
+
+
+def udp4(i: int = 0) -> Packet:
+    return IP(src="192.0.2.200", dst="192.0.2.53") / UDP(sport=30000 + i, dport=53) / Raw(b"dns")
+
+
+def sll2(proto: int, inner: Packet) -> bytes:
+    """Linux cooked v2 header (20 bytes): protocol, reserved, ifindex, hatype, pkttype, addr."""
+    return struct.pack(">HHIHBB8s", proto, 0, 3, 1, 0, 6, b"\x02" * 6) + bytes(inner)
+
+
+def family(fmt: str, value: int, inner: Packet) -> bytes:
+    return struct.pack(fmt, value) + bytes(inner)
+
+
+# name -> function(path) writing one crafted capture
+CASES: dict[str, Callable[[Path], Path]] = {}
+
+
+def case(fn: Callable[[Path], Path]) -> Callable[[Path], Path]:
+    CASES[fn.__name__] = fn
+    return fn
+
+
+@case
+def ethernet_mixed(p: Path) -> Path:
+    arp = eth() / ARP()
+    padded = eth() / ip4(9, b"") / Padding(b"\0" * 6)  # Ethernet minimum size padding
+    icmp = eth() / IP(src="192.0.2.9", dst="192.0.2.10") / ICMP()
+    return craft.write_pcap(p, [*tcp_packets(), arp, padded, icmp, eth() / ip6(1)])
+
+
+@case
+def vlan_qinq(p: Path) -> Path:
+    return craft.write_pcap(p, [
+        eth() / Dot1Q(vlan=10) / ip4(1),
+        eth(type=0x88A8) / Dot1AD(vlan=20) / Dot1Q(vlan=30) / ip4(2),
+        eth() / Dot1Q(vlan=10) / ip6(3),
+        eth(type=0x88A8) / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / ip4(4),  # 3 tags
+        eth() / Dot1Q(vlan=10) / udp4(5),
+    ])  # fmt: skip
+
+
+@case
+def linux_sll(p: Path) -> Path:
+    return craft.write_pcap(p, [
+        CookedLinux(proto=0x0800) / ip4(1), CookedLinux(proto=0x86DD) / ip6(2),
+        CookedLinux(proto=0x0806) / ARP(), CookedLinux(proto=0x0800) / udp4(3),
+    ], linktype=113)  # fmt: skip
+
+
+@case
+def linux_sll2(p: Path) -> Path:
+    return craft.write_pcap(p, [
+        sll2(0x0800, ip4(1)), sll2(0x86DD, ip6(2)), sll2(0x0806, ARP()), sll2(0x0800, udp4(3)),
+    ], linktype=276)  # fmt: skip
+
+
+@case
+def bsd_null(p: Path) -> Path:
+    return craft.write_pcap(p, [
+        family("<I", 2, ip4(1)), family("<I", 30, ip6(2)), family("<I", 24, ip6(3)),
+        family("<I", 28, ip6(4)), family(">I", 2, ip4(5)), family(">I", 30, ip6(6)),
+        family("<I", 7, ip4(7)),
+    ], linktype=0)  # fmt: skip
+
+
+@case
+def openbsd_loop(p: Path) -> Path:
+    return craft.write_pcap(p, [
+        family(">I", 2, ip4(1)), family(">I", 24, ip6(2)), family(">I", 2, udp4(3))
+    ], linktype=108)  # fmt: skip
+
+
+@case
+def raw_ip_101(p: Path) -> Path:
+    return craft.write_pcap(p, [ip4(1), ip6(2), udp4(3)], linktype=101)
+
+
+@case
+def raw_ip_dlt12(p: Path) -> Path:
+    return craft.write_pcap(p, [ip4(1), ip6(2)], linktype=12)
+
+
+@case
+def raw_ip_dlt14(p: Path) -> Path:
+    return craft.write_pcap(p, [ip4(1), ip6(2)], linktype=14, big_endian=True)
+
+
+@case
+def linktype_ipv4(p: Path) -> Path:
+    return craft.write_pcap(p, [ip4(1), udp4(2)], linktype=228)
+
+
+@case
+def linktype_ipv6(p: Path) -> Path:
+    return craft.write_pcap(p, [ip6(1), ip6(2)], linktype=229, nanosecond=True)
+
+
+@case
+def ipv6_extension_headers(p: Path) -> Path:
+    base = IPv6(src="2001:db8::1", dst="2001:db8::2")
+    tcp = TCP(sport=1500, dport=1433, seq=5) / Raw(b"ext")
+    return craft.write_pcap(p, [
+        eth() / base / IPv6ExtHdrHopByHop() / tcp,
+        eth() / base / IPv6ExtHdrDestOpt() / tcp,
+        eth() / base / IPv6ExtHdrRouting(addresses=["2001:db8::9"], segleft=0) / tcp,
+        eth() / base / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / UDP(sport=9, dport=53),
+        eth() / base / IPv6ExtHdrFragment(m=0, offset=0, id=5) / tcp,  # atomic fragment
+    ])  # fmt: skip
+
+
+@case
+def ipv4_options(p: Path) -> Path:
+    opt = IPOption_RR(routers=["0.0.0.0"] * 2)
+    return craft.write_pcap(p, [
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2", options=[opt]) / TCP(sport=1, dport=1433)
+        / Raw(b"opts"),
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2", options=[opt]) / UDP(sport=2, dport=53),
+    ])  # fmt: skip
+
+
+@case
+def ipv4_fragments(p: Path) -> Path:
+    big = (
+        IP(src="192.0.2.1", dst="192.0.2.2", id=4242)
+        / TCP(sport=1234, dport=1433, seq=9)
+        / Raw(bytes(range(256)) * 12)
+    )
+    frags = fragment(big, fragsize=1000)
+    udp = IP(src="192.0.2.3", dst="192.0.2.4", id=7) / UDP(sport=53, dport=999) / Raw(b"u" * 3000)
+    ufr = fragment(udp, fragsize=1200)
+    pk = [frags[1], ip4(1), ufr[0], frags[0], ufr[2], frags[3], frags[2], ufr[1]]
+    return craft.write_pcap(p, [eth() / f for f in pk])
+
+
+@case
+def ipv6_fragments(p: Path) -> Path:
+    big = (
+        IPv6(src="2001:db8::1", dst="2001:db8::2")
+        / IPv6ExtHdrFragment(id=99)
+        / TCP(sport=1234, dport=1433, seq=11)
+        / Raw(b"6" * 3000)
+    )
+    frags = fragment6(big, 1280)
+    return craft.write_pcap(p, [eth() / f for f in [frags[2], frags[0], ip6(3), frags[1]]])
+
+
+@case
+def snaplen_truncated(p: Path) -> Path:
+    pk = eth() / ip4(1, bytes(1400))
+    return craft.write_pcap(p, [
+        craft.truncated(pk, 96), craft.truncated(eth() / ip6(2, bytes(900)), 100),
+        craft.truncated(eth() / udp4(3) / Raw(bytes(500)), 60), eth() / ip4(4),
+        craft.truncated(pk, 54),  # headers exactly, no payload
+    ], snaplen=96)  # fmt: skip
+
+
+@case
+def modified_pcap(p: Path) -> Path:
+    return craft.write_pcap(p, [eth() / ip4(1), eth() / ip6(2)], modified=True)
+
+
+@case
+def pcapng_two_interfaces(p: Path) -> Path:
+    ifaces = [craft.Iface(1, tsresol=9, name="eth0"), craft.Iface(113, tsresol=0x80 | 20)]
+    recs = [
+        Rec(eth() / ip4(1)), Rec(CookedLinux(proto=0x0800) / ip4(2), interface=1),
+        Rec(eth() / ip6(3)), Rec(CookedLinux(proto=0x86DD) / ip6(4), interface=1),
+    ]  # fmt: skip
+    return craft.write_pcapng(p, recs, ifaces)
+
+
+@case
+def pcapng_sections_spb_pb(p: Path) -> Path:
+    one = craft.Section(
+        [
+            Rec(eth() / ip4(1)),
+            Rec(eth() / ip4(2), block="spb"),
+            Rec(eth() / ip6(3), block="pb"),
+        ],
+        [craft.Iface(1, snaplen=200)],
+        blocks=[(1, craft.secrets_block("<", 0x544C534B, b"CLIENT_RANDOM 00 11\n"))],
+    )
+    two = craft.Section(
+        [Rec(ip4(4), interface=1), Rec(eth() / ip6(5)), Rec(ip6(6), interface=1)],
+        [craft.Iface(1, tsresol=3), craft.Iface(101, tsresol=9)],
+        big_endian=True,
+    )
+    three = craft.Section([Rec(eth() / ip4(7, bytes(300)), block="spb")], [craft.Iface(1, 100)])
+    return craft.write_pcapng_sections(p, [one, two, three])
+
+
+def test_fast_path_and_slow_path_agree_on_every_case(tmp_path):
+    for name, make in CASES.items():
+        assert_fast_equals_slow(make(tmp_path / f"{name}.cap"))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_crafted_capture_matches_tshark(tmp_path, tshark, name):
+    path = CASES[name](tmp_path / f"{name}.cap")
+    assert_matches_tshark(tshark, path)
+
+
+@pytest.mark.parametrize("name", ["ethernet_mixed", "pcapng_sections_spb_pb", "ipv4_fragments"])
+def test_gzipped_capture_matches_tshark(tmp_path, tshark, name):
+    path = craft.gzip_file(CASES[name](tmp_path / f"{name}.cap"), tmp_path / "z.bin")
+    assert_matches_tshark(tshark, path)
+
+
+def test_real_captures_match_tshark(shared_captures, tshark):
+    files = sorted(shared_captures.glob("*.pcap*"))
+    assert files
+    for path in files:
+        assert_matches_tshark(tshark, path)
+        assert_fast_equals_slow(path)
 
 
 @pytest.mark.parametrize("nanosecond", [False, True])
@@ -158,3 +406,21 @@ def test_decode_batch_keeps_tcp_and_udp(tmp_path):
     assert cols.payload_len.tolist() == [44, 0, 5]
     start = int(cols.payload_offset[0])
     assert bytes(cols.data[start : start + 4]) == b"\x12\x01\x00\x2f"
+
+
+def test_snaplen_gap_is_visible(tmp_path):
+    cols, _, _ = decode_file(CASES["snaplen_truncated"](tmp_path / "t.pcap"))
+    c = cols[0]
+    assert c.number.tolist() == [1, 2, 3, 4, 5]
+    assert c.payload_len.tolist() == [96 - 54, 100 - 74, 60 - 42, 8, 0]
+    assert c.payload_wire_len.tolist() == [1400, 900, 503, 8, 1400]
+
+
+def test_fragments_are_reassembled_into_the_last_frame(tmp_path):
+    cols, problems, _ = decode_file(CASES["ipv4_fragments"](tmp_path / "f.pcap"))
+    c = cols[0]
+    assert problems == []
+    assert c.number.tolist() == [2, 7, 8]  # ip4(1), the TCP datagram, the UDP datagram
+    assert c.payload_len.tolist() == [8, 3072, 3000]
+    start = int(c.payload_offset[1])
+    assert bytes(c.data[start : start + 3072]) == bytes(range(256)) * 12
