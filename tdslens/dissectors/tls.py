@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import warnings
 from enum import Enum, IntEnum
 from typing import Any
 
@@ -260,7 +261,9 @@ def _x509_summary(der: bytes) -> dict[str, Any]:
     except ImportError:  # optional: without it we still report the fingerprint and count
         return {}
     try:
-        cert = x509.load_der_x509_certificate(der)
+        with warnings.catch_warnings():  # odd certificates are data here, not a warning to print
+            warnings.simplefilter("ignore")
+            cert = x509.load_der_x509_certificate(der)
         out: dict[str, Any] = {
             "subject": cert.subject.rfc4514_string(),
             "issuer": cert.issuer.rfc4514_string(),
