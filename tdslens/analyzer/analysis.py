@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tdslens.analyzer.correlate import correlate
 from tdslens.analyzer.model import Analysis, ConnectionRecord, DnsRecord
 from tdslens.analyzer.packet_columns import UDP, PacketColumns, address_text
 from tdslens.analyzer.phases import ConnectionDissector
@@ -45,13 +46,14 @@ def analyze(path: str | Path) -> Analysis:
                 conn = open_conns.pop(event.summary.stream)
                 records.append(conn.finish(event.summary))
     records.sort(key=lambda r: r.stream)
-    return Analysis(
+    analysis = Analysis(
         capture=pipe.info,
         frames=pipe.frames,
         problems=pipe.problems,
         connections=records,
         dns=dns,
     )
+    return correlate(analysis)  # roles, redirects, attempts, findings, verdicts
 
 
 def _dns_records(cols: PacketColumns) -> list[DnsRecord]:

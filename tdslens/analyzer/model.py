@@ -222,3 +222,124 @@ class Analysis:
     problems: list[CaptureProblem]
     connections: list[ConnectionRecord]
     dns: list[DnsRecord]
+    # Filled by analyzer/correlate.py (defaults keep older constructors working).
+    roles: list[ConnectionRole] = field(default_factory=list)
+    redirects: list[Redirect] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    verdict: CaptureVerdict | None = None
+
+
+# -- correlation: roles, redirects, attempts, verdicts (analyzer/correlate.py) ---------------
+
+
+class Role(StrEnum):
+    """What a connection was for, as far as the capture shows (docs/findings.md).
+
+    The values match the lab's expected files where the ideas are the same.
+    """
+
+    GATEWAY = "gateway"  # Azure SQL front door (1433), or any leg whose login was routed
+    WORKER = "worker"  # the second leg of an Azure redirect (11000-11999 / 14000-14999)
+    PROXY = "proxy"  # an Azure SQL session that stayed on the gateway (Proxy policy)
+    LISTENER = "listener"  # an Always On listener that routed the login (read-only routing)
+    REPLICA = "replica"  # the secondary a listener routed to
+    SERVER = "server"  # a SQL Server reached directly (no Azure or routing hint)
+    OTHER = "other"  # not TDS
+    UNKNOWN = "unknown"  # no payload and nothing else to go by
+
+
+class LinkEvidence(StrEnum):
+    """How a redirect's second legs were tied to its gateway leg."""
+
+    ROUTING_TOKEN = "routing_token"  # the ENVCHANGE type 20 was readable
+    INFERRED = "inferred"  # the token was encrypted: shape, ports, DNS and SNI tie them
+
+
+class RedirectOutcome(StrEnum):
+    """What became of a redirect, judged from its second legs."""
+
+    CONNECTED = "connected"  # a second leg logged in (or carried data)
+    BLOCKED = "blocked"  # second-leg SYNs went unanswered
+    REFUSED = "refused"  # second-leg SYNs were answered with RST
+    DNS_FAILED = "dns_failed"  # the target name did not resolve
+    NOT_FOLLOWED = "not_followed"  # routing received, no second leg in the capture
+    FAILED = "failed"  # a second leg connected but failed at TLS or login
+    UNKNOWN = "unknown"  # the capture ends before the second leg says anything
+
+
+@dataclass(slots=True)
+class ConnectionRole:
+    """The role correlation gave one connection, and why (each reason a short phrase)."""
+
+    stream: int
+    role: Role
+    server_name: str | None  # SNI, LOGIN7 server name, routing target or DNS name
+    attempt: int | None  # index into Analysis.attempts
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Redirect:
+    """Gateway leg → routing target → second legs.
+
+    ``target_host``/``target_port`` come from the routing token (exact) or, when TLS hides it,
+    from what the second legs show (port, SNI, DNS name). ``ambiguous`` says the capture allows
+    another pairing; ``candidates`` then lists the other gateway legs that could own the link.
+    """
+
+    gateway: int  # tcp.stream of the routed leg
+    evidence: LinkEvidence
+    outcome: RedirectOutcome
+    target_host: str | None
+    target_port: int | None
+    target_addresses: list[str] = field(default_factory=list)  # DNS answers for target_host
+    second_legs: list[int] = field(default_factory=list)  # every try, in time order
+    dns_frames: list[int] = field(default_factory=list)  # lookups of the target name
+    frames: list[int] = field(default_factory=list)  # routing token, or the response + close
+    reasons: list[str] = field(default_factory=list)
+    ambiguous: bool = False
+    candidates: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Verdict:
+    """How one attempt (or the capture) ended, and the finding that explains it first.
+
+    ``result``: "ok", "failed", or "unknown" when the capture cannot tell (encrypted login
+    answered and closed with nothing after it, or the capture ends too early).
+    """
+
+    result: str
+    finding: str | None  # code of the explaining finding (None when ok)
+    summary: str
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one client did to reach one server: legs, DNS lookups, second-leg tries, retries."""
+
+    index: int
+    client: str  # client address (the first leg's)
+    server: Endpoint  # the first leg's server
+    server_name: str | None
+    connections: list[int]  # tcp.stream of every leg and retry, in time order
+    redirects: list[int]  # indices into Analysis.redirects
+    dns_frames: list[int]
+    start_ns: int
+    end_ns: int
+    tries: int  # first contacts (gateway / proxy / server legs) including retries
+    verdict: Verdict
+    findings: list[int] = field(default_factory=list)  # indices into Analysis.findings
+
+
+@dataclass(slots=True)
+class CaptureVerdict:
+    """The capture in one line: how many attempts succeeded, failed, stayed unknown."""
+
+    result: str  # "ok", "failed", "mixed", "unknown" or "empty"
+    attempts_ok: int
+    attempts_failed: int
+    attempts_unknown: int
+    finding: str | None  # the finding of the first failed attempt
+    summary: str

@@ -1,0 +1,811 @@
+"""Findings: what went wrong (or is worth knowing), with the frames that prove it.
+
+Why rules as small functions: each code has one detection, documented in docs/findings.md, and
+a newcomer should find it by its code. Three kinds of rule, run in this order:
+
+- **failure rules** for one connection, tried in order; the first that matches is that
+  connection's failure (a connection fails once, at the first phase that broke);
+- **side rules** for one connection: slow login, retransmissions, zero window, proxy policy,
+  old TDS version, damaged capture; they never decide a verdict on their own;
+- **redirect rules**: the outcome of a gateway → second-leg link.
+
+A second leg's own failure is reported as REDIRECT_LOGIN_FAILED (the failure inside says which
+phase), its unanswered or refused SYNs as REDIRECT_BLOCKED / REDIRECT_REFUSED, so the code
+always says where to look. Codes are stable API; titles and details may change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tdslens.analyzer import roles as r
+from tdslens.analyzer.correlate import Context
+from tdslens.analyzer.model import (
+    ConnectionRecord,
+    Finding,
+    LinkEvidence,
+    PhaseName,
+    Redirect,
+    RedirectOutcome,
+    Role,
+    Severity,
+)
+from tdslens.analyzer.roles import NS, TIMING
+from tdslens.analyzer.sql_errors import login_error_meaning
+
+E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """The stable part of a finding: severity and what to do."""
+
+    severity: Severity
+    remedy: str
+
+
+CODES: dict[str, Code] = {
+    "REDIRECT_BLOCKED": Code(
+        E,
+        "Allow outbound TCP from the client to the Azure SQL addresses of the region on ports "
+        "11000-11999 (firewall, NSG, proxy appliance), or switch the server's connection policy "
+        "to Proxy so the whole session stays on 1433.",
+    ),
+    "REDIRECT_REFUSED": Code(
+        E,
+        "Something between client and worker rejects the redirect port with a reset: open "
+        "outbound 11000-11999 to the region's Azure SQL addresses, or use the Proxy policy.",
+    ),
+    "REDIRECT_NOT_FOLLOWED": Code(
+        E,
+        "Check the capture filter first (it must include ports 11000-11999). Otherwise use a "
+        "driver that supports routing (TDS 7.4: ODBC 11+, JDBC 4.2+, ADO.NET 4.5+), or set the "
+        "server's connection policy to Proxy.",
+    ),
+    "REDIRECT_DNS_FAILED": Code(
+        E,
+        "The client must resolve the worker name the gateway sends: check the DNS server and "
+        "any conditional forwarders / private DNS zones for database.windows.net.",
+    ),
+    "REDIRECT_LOGIN_FAILED": Code(
+        E,
+        "The redirect port is reachable, but the session on it failed: see the failure inside "
+        "(TLS, login, protocol). An old or buggy driver is the usual cause; update it.",
+    ),
+    "GATEWAY_UNREACHABLE": Code(
+        E,
+        "Nothing answered the SYN: check the address the name resolves to, outbound 1433 on "
+        "firewalls, and (Azure) the server's firewall rules / private endpoint.",
+    ),
+    "CONNECTION_REFUSED": Code(
+        E,
+        "The server (or a firewall in front of it) reset the connection at once: check that "
+        "SQL Server listens on that port and that no firewall rejects it.",
+    ),
+    "LOGIN_FAILED": Code(
+        E,
+        "Fix the credentials, the database name or the login's permissions as the error says; "
+        "for 18456 state 1 read the server's error log for the real state.",
+    ),
+    "ENCRYPTION_MISMATCH": Code(
+        E,
+        "Make the encryption settings agree: enable TLS on the server (certificate) or set the "
+        "client's Encrypt option to what the server supports.",
+    ),
+    "TLS_HANDSHAKE_FAILED": Code(
+        E,
+        "Compare the TLS versions and cipher suites both sides allow, and whether the client "
+        "trusts the server certificate (TrustServerCertificate / CA bundle).",
+    ),
+    "TLS_VERSION_REJECTED": Code(
+        E,
+        "Enable a TLS version both sides share (TLS 1.2 at least; Azure SQL refuses older "
+        "ones): update the client's TLS library or its minimum-version setting.",
+    ),
+    "STRICT_REQUIRED": Code(
+        E,
+        "The server accepts TDS 8.0 only: set Encrypt=strict in the connection string (needs "
+        "ODBC 18+, Microsoft.Data.SqlClient 5+, JDBC 11.2+ or a recent tedious).",
+    ),
+    "CLOSED_AFTER_PRELOGIN": Code(
+        E,
+        "The server hung up before answering PRELOGIN: check whether it requires strict "
+        "(TDS 8.0) encryption, whether something on the path inspects and drops TDS, and the "
+        "server's error log.",
+    ),
+    "CLOSED_DURING_LOGIN": Code(
+        E,
+        "The connection ended before the login completed: read the phase and who closed it; "
+        "check the server's error log and the client's error text.",
+    ),
+    "CONNECTION_RESET": Code(
+        E,
+        "Find who sent the reset: the server (its error log), the client (a timeout or a "
+        "crash), or a middlebox (an idle timeout or inspection on the path).",
+    ),
+    "LOGIN_RESULT_HIDDEN": Code(
+        W,
+        "Decrypt the capture with the TLS key log (SSLKEYLOGFILE) or read the client's error: "
+        "a failed login and a redirect whose second leg is not in the capture look the same.",
+    ),
+    "SLOW_LOGIN": Code(
+        W,
+        "Look at the slowest phase: TCP handshake = network latency; TLS = certificate checks "
+        "(revocation lookups); login = authentication (Entra ID, Kerberos) or a busy server.",
+    ),
+    "TCP_RETRANSMISSIONS": Code(
+        W,
+        "Packets are being lost on the path: check the network (MTU, congestion, a flapping "
+        "link) between the capture point and the server.",
+    ),
+    "ZERO_WINDOW": Code(
+        W,
+        "One side stopped reading: a zero window from the client means the application does "
+        "not consume results fast enough; from the server, it is overloaded.",
+    ),
+    "PROXY_POLICY_IN_USE": Code(
+        INFO,
+        "Nothing is wrong. For lower latency from inside Azure, the Redirect policy keeps the "
+        "gateway out of the path (needs ports 11000-11999 open).",
+    ),
+    "CLIENT_TDS_TOO_OLD": Code(
+        W,
+        "The driver speaks TDS older than 7.4, so Azure SQL keeps it on the gateway (Proxy) "
+        "and it cannot follow redirects: update the driver.",
+    ),
+    "CAPTURE_INCOMPLETE": Code(
+        W,
+        "Capture again from before the connection starts until after it fails, with a full "
+        "snap length, on the client, without a port filter (or including 11000-11999 and "
+        "DNS).",
+    ),
+}
+
+# Which finding explains a failed attempt first, when one try has several.
+PRIORITY = [
+    "REDIRECT_BLOCKED",
+    "REDIRECT_REFUSED",
+    "REDIRECT_DNS_FAILED",
+    "REDIRECT_NOT_FOLLOWED",
+    "REDIRECT_LOGIN_FAILED",
+    "GATEWAY_UNREACHABLE",
+    "CONNECTION_REFUSED",
+    "ENCRYPTION_MISMATCH",
+    "STRICT_REQUIRED",
+    "TLS_VERSION_REJECTED",
+    "TLS_HANDSHAKE_FAILED",
+    "CLOSED_AFTER_PRELOGIN",
+    "LOGIN_FAILED",
+    "CONNECTION_RESET",
+    "CLOSED_DURING_LOGIN",
+    "LOGIN_RESULT_HIDDEN",
+    "CAPTURE_INCOMPLETE",
+    "CLIENT_TDS_TOO_OLD",
+    "SLOW_LOGIN",
+    "TCP_RETRANSMISSIONS",
+    "ZERO_WINDOW",
+    "PROXY_POLICY_IN_USE",
+]
+
+
+def make(
+    code: str, title: str, detail: str, conns: list[int], frames: list[int], remedy: str = ""
+) -> Finding:
+    c = CODES[code]
+    return Finding(
+        code=code,
+        severity=c.severity,
+        title=title,
+        detail=detail,
+        remedy=remedy or c.remedy,
+        connections=sorted(set(conns)),
+        frames=sorted({f for f in frames if f}),
+    )
+
+
+def diagnose(ctx: Context) -> list[Finding]:
+    """Every finding of the capture, in the order of the connections they concern."""
+    out: list[Finding] = []
+    roles = {x.stream: x.role for x in ctx.analysis.roles}
+    for c in ctx.analysis.connections:
+        role = roles.get(c.stream, Role.UNKNOWN)
+        if role in (Role.OTHER, Role.UNKNOWN) and c.stream not in ctx.second_legs:
+            continue
+        failure = connection_failure(ctx, c, role)
+        if failure is not None and c.stream not in ctx.second_legs:
+            out.append(failure)
+        for rule in SIDE_RULES:
+            out.extend(rule(ctx, c, role))
+    for red in ctx.analysis.redirects:
+        f = redirect_finding(ctx, red)
+        if f is not None:
+            out.append(f)
+    out.extend(capture_findings(ctx))
+    return out
+
+
+# -- failure rules (one connection) ------------------------------------------------------------
+
+FailureRule = Callable[[Context, ConnectionRecord, Role], Finding | None]
+
+
+def connection_failure(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    """The first failure rule that matches this connection, if any."""
+    for rule in FAILURE_RULES:
+        f = rule(ctx, c, role)
+        if f is not None:
+            return f
+    return None
+
+
+def _who(c: ConnectionRecord) -> str:
+    return f"{c.client} → {c.server} (stream {c.stream})"
+
+
+def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    t = c.tcp
+    if not t.syn_frames or t.synack_frame is not None or t.rst_side == "server":
+        return None
+    times = ", ".join(f"+{x:g} s" for x in r.syn_offsets_s(c))
+    return make(
+        "GATEWAY_UNREACHABLE",
+        f"No answer from {c.server}: {len(t.syn_frames)} SYN(s) unanswered",
+        f"The client sent SYNs to {c.server} at {times} and nothing answered (no SYN-ACK, no "
+        "reset): a firewall drops them, the address is wrong, or the server is down.",
+        [c.stream],
+        list(t.syn_frames),
+    )
+
+
+def refused(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    t = c.tcp
+    if t.conn_state != "REJ":
+        return None
+    return make(
+        "CONNECTION_REFUSED",
+        f"{c.server} refused the connection (RST to SYN)",
+        f"The SYN to {c.server} was answered by a reset in frame {t.rst_frame}: nothing listens "
+        "on that port, or a firewall rejects it.",
+        [c.stream],
+        [*t.syn_frames, t.rst_frame or 0],
+    )
+
+
+_NEEDS_TLS = ("on", "req", "on+client_cert", "req+client_cert")
+
+
+def encryption_mismatch(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    p = c.prelogin
+    if p is None or p.client_encryption is None or p.server_encryption is None:
+        return None
+    client, server = p.client_encryption, p.server_encryption
+    if client in _NEEDS_TLS and server == "not_sup":
+        why = "the client requires encryption and the server answered that it does not support it"
+    elif client == "not_sup" and server in _NEEDS_TLS:
+        why = "the server requires encryption and the client does not support it"
+    else:
+        return None
+    return make(
+        "ENCRYPTION_MISMATCH",
+        f"Encryption mismatch in PRELOGIN: client {client}, server {server}",
+        f"In PRELOGIN {why}, so the login cannot go on.",
+        [c.stream],
+        p.frames,
+    )
+
+
+def strict_required(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    """A cleartext PRELOGIN answered by a TLS alert instead of a PRELOGIN response."""
+    p, tls = c.prelogin, c.tls
+    if c.protocol != "tds" or p is None or p.server_encryption is not None:
+        return None
+    if tls is None or not tls.alert or "from server" not in tls.alert or tls.client_versions:
+        return None
+    return make(
+        "STRICT_REQUIRED",
+        "The server answered a cleartext PRELOGIN with a TLS alert: it requires TDS 8.0",
+        f"The client opened with a cleartext PRELOGIN; the server answered '{tls.alert}' "
+        f"(frame {tls.alert_frame}) instead of a PRELOGIN response, which is what a server that "
+        "only accepts strict encryption (TLS first) does.",
+        [c.stream],
+        [*p.frames, tls.alert_frame or 0],
+    )
+
+
+def closed_after_prelogin(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    p = c.prelogin
+    if c.protocol != "tds" or p is None or p.client_encryption is None:
+        return None
+    if p.server_encryption is not None or p.server_version is not None:
+        return None
+    close = c.phase(PhaseName.CLOSE)
+    if close is None:
+        return None
+    by = _closed_by(c)
+    return make(
+        "CLOSED_AFTER_PRELOGIN",
+        f"The {by} closed the connection without a PRELOGIN response",
+        f"The client sent PRELOGIN ({', '.join(map(str, p.frames))}); no answer came and the "
+        f"{by} closed the connection in frame {close.first_frame}. A server that accepts only "
+        "TDS 8.0 (strict) behaves like this with a TDS 7.x client, and so does an overloaded "
+        "server or a middlebox that drops TDS.",
+        [c.stream],
+        [*p.frames, close.first_frame],
+    )
+
+
+def tls_failed(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    tls = c.tls
+    if tls is None or c.phase(PhaseName.LOGIN_RESPONSE) is not None:
+        return None
+    close = c.phase(PhaseName.CLOSE)
+    alert = tls.alert if tls.alert and "close_notify" not in tls.alert else None
+    if alert and "protocol_version" in alert:
+        return make(
+            "TLS_VERSION_REJECTED",
+            f"TLS version rejected: {alert}",
+            f"The TLS handshake ended with '{alert}' (frame {tls.alert_frame}). The client "
+            f"offered {', '.join(tls.client_versions) or 'unknown versions'}.",
+            [c.stream],
+            [tls.alert_frame or 0],
+        )
+    if not tls.handshake_complete and (alert or close is not None):
+        offered = ", ".join(tls.client_versions) or "no ClientHello seen"
+        hint = ""
+        if tls.client_versions and "TLS 1.3" not in tls.client_versions and tls.version is None:
+            hint = (
+                " The server ended it before choosing a version; a server that requires "
+                "TLS 1.3 does that with a client offering at most TLS 1.2."
+            )
+        what = f"'{alert}' (frame {tls.alert_frame})" if alert else "no alert"
+        return make(
+            "TLS_HANDSHAKE_FAILED",
+            f"TLS handshake failed: {alert or 'connection closed during the handshake'}",
+            f"The TLS handshake did not complete ({what}); the {_closed_by(c)} closed the "
+            f"connection. Client offered: {offered}; server chose: {tls.version or 'nothing'}."
+            + hint,
+            [c.stream],
+            [tls.alert_frame or 0, close.first_frame if close else 0],
+        )
+    login = c.phase(PhaseName.LOGIN)
+    if login is not None and login.inferred and _closed_by(c) == "server" and close is not None:
+        # The client's first encrypted flight (its Finished and LOGIN7) was met with a close.
+        # SQL Server answers any bad login with an ERROR token; silence means TLS broke.
+        return make(
+            "TLS_HANDSHAKE_FAILED",
+            "The server closed the connection right after the client finished TLS",
+            f"After the handshake ({tls.version or 'TLS'}) the client sent its first encrypted "
+            f"flight (frame {login.first_frame}) and the server closed the connection in frame "
+            f"{close.first_frame} without any answer. A failed login would get an error "
+            "message; a silent close means the server could not complete TLS (for example it "
+            "could not verify the client's Finished).",
+            [c.stream],
+            [login.first_frame, close.first_frame],
+        )
+    return None
+
+
+def login_failed(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    resp = c.response
+    if resp is None or resp.login_ack:
+        return None
+    errors = [m for m in resp.messages if m.kind == "error"]
+    if not errors:
+        return None
+    e = errors[0]
+    meaning = login_error_meaning(e.number, e.state)
+    return make(
+        "LOGIN_FAILED",
+        f"Login failed: error {e.number} state {e.state}",
+        f"The server refused the login in frame {e.frame}: {meaning}. Server message: "
+        f"'{e.message}'.",
+        [c.stream],
+        [m.frame for m in errors],
+    )
+
+
+def reset(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    t = c.tcp
+    if t.rst_side is None or (t.synack_frame is None and t.syn_frames):
+        return None
+    if r.logged_in(c) or c.phase(PhaseName.LOGIN_RESPONSE) is not None:
+        return None  # a reset after the login is how many drivers hang up
+    phase = _phase_at(c, t.rst_frame)
+    return make(
+        "CONNECTION_RESET",
+        f"Connection reset by the {t.rst_side} during {phase}",
+        f"The {t.rst_side} reset the connection in frame {t.rst_frame}, during {phase}, before "
+        "the login completed.",
+        [c.stream],
+        [t.rst_frame or 0],
+    )
+
+
+def closed_during_login(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    close = c.phase(PhaseName.CLOSE)
+    if close is None or c.tcp.synack_frame is None or c.phase(PhaseName.LOGIN_RESPONSE):
+        return None
+    if c.protocol == "other":
+        what = "; ".join(p.detail for p in c.problems) or "the client's bytes are not TDS"
+        detail = f"The client did not speak TDS on this connection ({what})."
+    else:
+        detail = f"The connection reached {c.reached or 'nothing'} and then ended."
+    return make(
+        "CLOSED_DURING_LOGIN",
+        f"The {_closed_by(c)} closed the connection during {c.reached or 'the TCP handshake'}",
+        f"{detail} The {_closed_by(c)} closed it in frame {close.first_frame}.",
+        [c.stream],
+        [close.first_frame, *(f for p in c.problems for f in p.frames)],
+    )
+
+
+def result_hidden(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    if c.stream in ctx.gateway_of or not r.closed_after_response(c):
+        return None
+    p = c.phase(PhaseName.LOGIN_RESPONSE)
+    if p is None or not p.inferred:
+        return None
+    return make(
+        "LOGIN_RESULT_HIDDEN",
+        "Encrypted login answered, then the connection closed without any request",
+        f"The login response (frame {p.last_frame}) is encrypted and the client sent no request "
+        "after it. A failed login, a redirect whose second leg is not in the capture, and a "
+        "bare connection test all look like this; the capture alone cannot tell which.",
+        [c.stream],
+        [p.first_frame, p.last_frame],
+    )
+
+
+def cut_by_capture(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
+    t = c.tcp
+    if c.phase(PhaseName.LOGIN_RESPONSE) is not None or c.phase(PhaseName.CLOSE) is not None:
+        return None
+    if t.synack_frame is None and t.syn_frames:
+        return None
+    return make(
+        "CAPTURE_INCOMPLETE",
+        f"The capture ends while stream {c.stream} is still in {c.reached or 'TCP setup'}",
+        f"{_who(c)} was still open at the end of the capture (last frame {t.last_frame}), "
+        "before its login completed.",
+        [c.stream],
+        [t.last_frame],
+    )
+
+
+FAILURE_RULES: list[FailureRule] = [
+    unreachable,
+    refused,
+    encryption_mismatch,
+    strict_required,
+    closed_after_prelogin,
+    tls_failed,
+    login_failed,
+    reset,
+    closed_during_login,
+    result_hidden,
+    cut_by_capture,
+]
+
+
+def _closed_by(c: ConnectionRecord) -> str:
+    t = c.tcp
+    if t.rst_side is not None and (t.to_server.fin_frame is None and t.to_client.fin_frame is None):
+        return t.rst_side
+    fins = [
+        (f, side)
+        for f, side in ((t.to_server.fin_frame, "client"), (t.to_client.fin_frame, "server"))
+        if f
+    ]
+    if t.rst_frame:
+        fins.append((t.rst_frame, t.rst_side or "client"))
+    return min(fins)[1] if fins else "nobody"
+
+
+def _phase_at(c: ConnectionRecord, frame: int | None) -> str:
+    name = "TCP setup"
+    for p in c.phases:
+        if p.name is PhaseName.CLOSE:
+            continue
+        if frame is not None and p.first_frame <= frame:
+            name = p.name.value.replace("_", " ")
+    return name
+
+
+# -- side rules (one connection) ---------------------------------------------------------------
+
+SideRule = Callable[[Context, ConnectionRecord, Role], list[Finding]]
+
+
+def slow_login(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
+    end = r.response_phase_end(c)
+    if end is None or not c.tcp.syn_ts_ns:
+        return []
+    total = (end[1] - c.tcp.syn_ts_ns[0]) / NS
+    if total <= TIMING.slow_login_s:
+        return []
+    steps = [
+        f"{p.name.value} {(p.end_ns - p.start_ns) / NS:.2f} s"
+        for p in c.phases
+        if p.name is not PhaseName.CLOSE and p.end_ns >= p.start_ns
+    ]
+    slow = [s for s in steps if float(s.split()[-2]) > TIMING.slow_phase_s]
+    return [
+        make(
+            "SLOW_LOGIN",
+            f"Login took {total:.1f} s",
+            f"From the first SYN to the end of the login response took {total:.2f} s "
+            f"(phases: {'; '.join(steps)}). Slowest: {', '.join(slow) or 'spread out'}.",
+            [c.stream],
+            [c.tcp.syn_frames[0], end[0]],
+        )
+    ]
+
+
+def retransmissions(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
+    t = c.tcp
+    n = t.to_server.retransmissions + t.to_client.retransmissions
+    if n < 3 or n < 0.05 * max(t.packets, 1):
+        return []
+    return [
+        make(
+            "TCP_RETRANSMISSIONS",
+            f"{n} TCP retransmissions on stream {c.stream}",
+            f"{t.to_server.retransmissions} from the client and {t.to_client.retransmissions} "
+            f"from the server, out of {t.packets} packets: packet loss on the path.",
+            [c.stream],
+            [t.first_frame],
+        )
+    ]
+
+
+def zero_window(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
+    out = []
+    for z in c.tcp.zero_windows:
+        reopened = f"reopened in frame {z.reopen_frame}" if z.reopen_frame else "never reopened"
+        out.append(
+            make(
+                "ZERO_WINDOW",
+                f"The {z.side} advertised a zero window on stream {c.stream}",
+                f"From frame {z.first_frame} the {z.side} could not take more data ({reopened};"
+                f" {len(z.probe_frames)} window probes).",
+                [c.stream],
+                [z.first_frame, z.reopen_frame or 0],
+            )
+        )
+    return out
+
+
+def proxy_policy(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
+    if role is not Role.PROXY:
+        return []
+    return [
+        make(
+            "PROXY_POLICY_IN_USE",
+            f"Azure SQL session stayed on the gateway {c.server} (Proxy policy)",
+            "The login was answered and the session went on on the same connection: the "
+            "server's connection policy is Proxy for this client (or the driver is too old to "
+            "be redirected).",
+            [c.stream],
+            [c.tcp.first_frame],
+        )
+    ]
+
+
+def tds_too_old(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
+    version = c.login.tds_version if c.login is not None else None
+    if version is None or version[0] != "7" or version >= "7.4":
+        return []
+    if role not in (Role.GATEWAY, Role.PROXY, Role.WORKER):
+        return []
+    return [
+        make(
+            "CLIENT_TDS_TOO_OLD",
+            f"The client logs in with TDS {version}: Azure SQL cannot redirect it",
+            f"LOGIN7 (frame {c.login.frame}) asks for TDS {version}. Redirect needs TDS 7.4.",
+            [c.stream],
+            [c.login.frame],
+        )
+    ]
+
+
+def damaged(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
+    t = c.tcp
+    gaps = t.to_server.gaps + t.to_client.gaps
+    out = []
+    if gaps:
+        out.append(
+            make(
+                "CAPTURE_INCOMPLETE",
+                f"Packets missing from the capture on stream {c.stream}",
+                f"{gaps} hole(s), {t.to_server.gap_bytes + t.to_client.gap_bytes} bytes the "
+                "capture does not hold (dropped by the capture, or cut by the snap length); "
+                "what was inside them is unknown.",
+                [c.stream],
+                [t.first_frame],
+            )
+        )
+    if t.conn_state == "OTH" and t.first_frame == _first_frame(ctx):
+        out.append(
+            make(
+                "CAPTURE_INCOMPLETE",
+                f"Stream {c.stream} started before the capture",
+                f"{_who(c)} has no TCP handshake in the capture: its start (and maybe its "
+                "login or routing) is missing.",
+                [c.stream],
+                [t.first_frame],
+            )
+        )
+    return out
+
+
+def _first_frame(ctx: Context) -> int:
+    return min((c.tcp.first_frame for c in ctx.analysis.connections), default=0)
+
+
+SIDE_RULES: list[SideRule] = [
+    slow_login,
+    retransmissions,
+    zero_window,
+    proxy_policy,
+    tds_too_old,
+    damaged,
+]
+
+
+# -- redirect rules ----------------------------------------------------------------------------
+
+
+def redirect_finding(ctx: Context, red: Redirect) -> Finding | None:
+    rule = REDIRECT_RULES.get(red.outcome)
+    return rule(ctx, red) if rule is not None else None
+
+
+def _target(red: Redirect) -> str:
+    host = red.target_host or "the worker"
+    return f"{host}:{red.target_port}" if red.target_port else host
+
+
+def _via(red: Redirect) -> str:
+    if red.evidence is LinkEvidence.ROUTING_TOKEN:
+        return "The gateway's routing token (ENVCHANGE type 20) sent the client there."
+    return "The routing token is encrypted; the link is inferred: " + "; ".join(red.reasons) + "."
+
+
+def _legs(ctx: Context, red: Redirect) -> list[ConnectionRecord]:
+    return [ctx.by_stream[s] for s in red.second_legs]
+
+
+def redirect_blocked(ctx: Context, red: Redirect) -> Finding:
+    legs = _legs(ctx, red)
+    tries = "; ".join(
+        f"stream {c.stream} → {c.server}: SYN at "
+        + ", ".join(f"+{x:g} s" for x in r.syn_offsets_s(c))
+        for c in legs
+    )
+    syns = sum(len(c.tcp.syn_frames) for c in legs)
+    return make(
+        "REDIRECT_BLOCKED",
+        f"Redirect to {_target(red)} blocked: {syns} SYN(s) in {len(legs)} tries, no answer",
+        f"The gateway leg (stream {red.gateway}) logged in and was redirected. {_via(red)} "
+        f"Every SYN to the second leg went unanswered ({tries}): a firewall drops the "
+        "redirect port.",
+        [red.gateway, *red.second_legs],
+        [*red.frames, *(f for c in legs for f in c.tcp.syn_frames)],
+    )
+
+
+def redirect_refused(ctx: Context, red: Redirect) -> Finding:
+    legs = _legs(ctx, red)
+    return make(
+        "REDIRECT_REFUSED",
+        f"Redirect to {_target(red)} refused: RST to SYN ({len(legs)} tries)",
+        f"The gateway leg (stream {red.gateway}) was redirected. {_via(red)} Each try at the "
+        "second leg was answered by a reset (frames "
+        f"{', '.join(str(c.tcp.rst_frame) for c in legs[:10])}).",
+        [red.gateway, *red.second_legs],
+        [*red.frames, *(f for c in legs for f in (*c.tcp.syn_frames, c.tcp.rst_frame or 0))],
+    )
+
+
+def redirect_dns_failed(ctx: Context, red: Redirect) -> Finding:
+    return make(
+        "REDIRECT_DNS_FAILED",
+        f"Redirect target {red.target_host} does not resolve",
+        f"The gateway leg (stream {red.gateway}) was redirected to {_target(red)}. {_via(red)} "
+        f"DNS answered the lookups of {red.target_host} with an error (frames "
+        f"{', '.join(map(str, red.dns_frames[:10]))}), so the client never connected.",
+        [red.gateway],
+        [*red.frames, *red.dns_frames],
+    )
+
+
+def redirect_not_followed(ctx: Context, red: Redirect) -> Finding:
+    gw = ctx.by_stream[red.gateway]
+    ports = {c.server.port for c in ctx.analysis.connections}
+    if gw.requests:
+        why = (
+            f"The client sent {gw.requests} request(s) on the gateway leg after the routing: "
+            "the driver ignores routing (too old, or TDS < 7.4)."
+        )
+    elif ports <= {gw.server.port}:
+        why = (
+            f"Every TCP connection in the capture is on port {gw.server.port}: a capture "
+            "filter may hide the second leg."
+        )
+    else:
+        why = "The driver does not follow routing, or a filter hid the second leg."
+    return make(
+        "REDIRECT_NOT_FOLLOWED",
+        f"Routing to {_target(red)} received, no connection to it",
+        f"The gateway leg (stream {red.gateway}) received a routing token for {_target(red)} "
+        f"(frame {red.frames[0] if red.frames else '?'}) and no connection to it follows. " + why,
+        [red.gateway],
+        red.frames,
+    )
+
+
+def redirect_login_failed(ctx: Context, red: Redirect) -> Finding:
+    last = _legs(ctx, red)[-1]
+    inner = connection_failure(ctx, last, Role.WORKER)
+    what = f"{inner.code}: {inner.title}. {inner.detail}" if inner else "it never logged in."
+    return make(
+        "REDIRECT_LOGIN_FAILED",
+        f"Second leg to {last.server} connected but failed" + (f" ({inner.code})" if inner else ""),
+        f"The redirect to {_target(red)} reached the worker (stream {last.stream}), but the "
+        f"session there failed: {what}",
+        [red.gateway, *red.second_legs],
+        [*red.frames, *(inner.frames if inner else [last.tcp.first_frame])],
+    )
+
+
+def redirect_unknown(ctx: Context, red: Redirect) -> Finding:
+    return make(
+        "CAPTURE_INCOMPLETE",
+        f"The capture ends before the redirect to {_target(red)} shows its outcome",
+        f"The gateway leg (stream {red.gateway}) was redirected, and the capture ends before "
+        "the second leg succeeds or fails.",
+        [red.gateway, *red.second_legs],
+        red.frames,
+    )
+
+
+REDIRECT_RULES: dict[RedirectOutcome, Callable[[Context, Redirect], Finding]] = {
+    RedirectOutcome.BLOCKED: redirect_blocked,
+    RedirectOutcome.REFUSED: redirect_refused,
+    RedirectOutcome.DNS_FAILED: redirect_dns_failed,
+    RedirectOutcome.NOT_FOLLOWED: redirect_not_followed,
+    RedirectOutcome.FAILED: redirect_login_failed,
+    RedirectOutcome.UNKNOWN: redirect_unknown,
+}
+
+
+# -- capture rules -----------------------------------------------------------------------------
+
+
+def capture_findings(ctx: Context) -> list[Finding]:
+    a = ctx.analysis
+    out = []
+    for p in a.problems:
+        out.append(
+            make(
+                "CAPTURE_INCOMPLETE",
+                "The capture file is damaged or cut",
+                f"{p.message} (frame {p.frame}); what follows it is not analysed.",
+                [],
+                [p.frame] if p.frame else [],
+            )
+        )
+    small = [i.snaplen for i in a.capture.interfaces if 0 < i.snaplen < 1500]
+    if small:
+        out.append(
+            make(
+                "CAPTURE_INCOMPLETE",
+                f"Snap length {min(small)} bytes: packets are cut",
+                f"The capture kept only the first {min(small)} bytes of each packet, so TDS "
+                "messages (and the routing token) may be missing.",
+                [],
+                [],
+            )
+        )
+    return out
