@@ -171,3 +171,17 @@ def test_tokens_span_packets_and_report_stream_offsets():
     routing = events[0]
     assert routing.frames == (1,)
     assert routing.offset == 8 + len(tb.server_prelogin()) + 8  # after both headers
+
+
+def test_failed_tds71_login_without_loginack_2_2_7_6():
+    """No LOGINACK to learn the version from: the SQL 2000 PRELOGIN or a hint decides."""
+    err = tb.server_message(0xAA, 18456, "Login failed", severity=14)
+    done71 = b"\xfd" + struct.pack("<HHI", 0x02, 0, 0)
+    old = tb.prelogin([(0x00, bytes([8, 0]) + struct.pack(">H", 2039) + b"\0\0"), (0x01, b"\x02")])
+    d = TdsDirection(False)
+    out = d.feed(tb.packet(0x04, old) + tb.packet(0x04, err + done71), 1) + d.eof()
+    assert [type(e) for e in out if isinstance(e, ev.Done | ev.Malformed)] == [ev.Done]
+    d = TdsDirection(False)
+    d.hint_tds_version(0x71000001)  # a newer server, an old client: the connection layer knows
+    out = d.feed(tb.packet(0x04, tb.server_prelogin()) + tb.packet(0x04, err + done71), 1)
+    assert [e.error for e in out if isinstance(e, ev.Done)] == [True]

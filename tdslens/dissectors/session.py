@@ -38,6 +38,7 @@ from .events import (
     MalformedCode,
     PacketStatus,
     PacketType,
+    PreLogin,
     ProtocolViolation,
     Resync,
     Rpc,
@@ -251,6 +252,15 @@ class TdsDirection:
         self._skip = 0
         self._lose_sync(out, frames=(frame,), offset=buf.offset, report=False)
         return out
+
+    def hint_tds_version(self, version: int) -> None:
+        """Tell the server direction the TDS version the client asked for in LOGIN7.
+
+        A failed login has no LOGINACK, yet its DONE is 8 bytes before TDS 7.2 and 12 after;
+        the connection layer sees both directions and can pass the LOGIN7 version here.
+        A LOGINACK seen later still overrides it.
+        """
+        self.tokens.tds_version = version
 
     def eof(self) -> list[Event]:
         out: list[Event] = []
@@ -531,11 +541,14 @@ class TdsDirection:
             return
         if unit is U.PRELOGIN:
             assert msg.payload is not None
-            out.append(
-                parse_prelogin(
-                    bytes(msg.payload), from_client=self.from_client, frames=frames, offset=offset
-                )
+            pre = parse_prelogin(
+                bytes(msg.payload), from_client=self.from_client, frames=frames, offset=offset
             )
+            out.append(pre)
+            # SQL Server 2000 (8.x) and older speak at most TDS 7.1: layouts follow.
+            old_server = isinstance(pre, PreLogin) and pre.version and pre.version[0] <= 8
+            if old_server and not self.from_client and self.tokens.tds_version is None:
+                self.tokens.tds_version = 0x71000001
         elif unit is U.LOGIN7:
             assert msg.payload is not None
             out.append(parse_login7(bytes(msg.payload), frames=frames, offset=offset))
