@@ -34,6 +34,13 @@ IPV6_EXT = (0, 43, 60, 51, 44)  # hop-by-hop, routing, destination options, AH, 
 RAW_LINKS = (LinkType.RAW, LinkType.RAW_DLT_12, LinkType.RAW_DLT_14)
 MAX_FRAGMENT_BYTES = 64 << 20  # pending fragments kept per decoder before the oldest are dropped
 
+# Shifts and masks for fields cut out of 8-byte big-endian gathers.
+_S16, _S28, _S32, _S48, _S56 = (np.uint64(k) for k in (16, 28, 32, 48, 56))
+_M4, _M8, _M9, _M16, _M32 = (np.uint64((1 << k) - 1) for k in (4, 8, 9, 16, 32))
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_FRAG = np.uint64(0x3FFF)
+_PORTS = np.uint64(0xFFFFFFFF00000000)
+
 _COLUMNS = (
     ("number", np.int64),
     ("ts_ns", np.int64),
@@ -181,18 +188,24 @@ def _fast(batch: FrameBatch) -> tuple[PacketColumns, np.ndarray]:
         # other link types: not decoded (the reader reports them)
 
     # -- IPv4 -------------------------------------------------------------------------------
+    # Two 8-byte gathers hold version/IHL, total length, flags/offset, protocol and source.
+    be64 = byteviews.view(data, ">u8")
     i4 = np.flatnonzero(ver == 4)
     p4 = l3[i4]
     have4 = p4 + 20 <= end[i4]
-    b0 = g(u8, p4)
-    proto4 = g(u8, p4 + 9).astype(np.int64)
-    total4 = g(be16, p4 + 2).astype(np.int64)
-    frag4 = g(be16, p4 + 6) & 0x3FFF
+    x0 = g(be64, p4)
+    x1 = g(be64, p4 + 8)
+    b0 = (x0 >> _S56).astype(np.int64)
+    total4 = ((x0 >> _S32) & _M16).astype(np.int64)
+    frag4 = x0 & _FRAG
+    proto4 = ((x1 >> _S48) & _M8).astype(np.int64)
     transport4 = have4 & (b0 >> 4 == 4) & ((proto4 == TCP) | (proto4 == UDP))
     fast4 = transport4 & (b0 == 0x45) & (frag4 == 0) & (total4 >= 20)
     fast4 &= (p4 - off[i4]) + total4 <= batch.origlen[i4]
     slow[i4[transport4 & ~fast4]] = True
-    i4, p4, proto4, total4 = i4[fast4], p4[fast4], proto4[fast4], total4[fast4]
+    src4 = x1 & _M32
+    if not fast4.all():
+        i4, p4, proto4, total4, src4 = (x[fast4] for x in (i4, p4, proto4, total4, src4))
 
     # -- IPv6 -------------------------------------------------------------------------------
     i6 = np.flatnonzero(ver == 6)
@@ -203,46 +216,56 @@ def _fast(batch: FrameBatch) -> tuple[PacketColumns, np.ndarray]:
     direct6 = have6 & ((nh6 == TCP) | (nh6 == UDP))
     fast6 = direct6 & (plen6 > 0) & ((p6 - off[i6]) + 40 + plen6 <= batch.origlen[i6])
     slow[i6[(direct6 & ~fast6) | (have6 & np.isin(nh6, IPV6_EXT))]] = True
-    i6, p6, nh6, plen6 = i6[fast6], p6[fast6], nh6[fast6], plen6[fast6]
+    if not fast6.all():
+        i6, p6, nh6, plen6 = i6[fast6], p6[fast6], nh6[fast6], plen6[fast6]
 
     # -- transport ---------------------------------------------------------------------------
     idx = np.concatenate([i4, i6])
-    order = np.argsort(idx, kind="stable")
-    idx = idx[order]
-    version = np.concatenate([np.full(len(i4), 4, np.uint8), np.full(len(i6), 6, np.uint8)])[order]
-    proto = np.concatenate([proto4, nh6])[order]
-    th = np.concatenate([p4 + 20, p6 + 40])[order]
-    ip_end = np.concatenate([p4 + total4, p6 + 40 + plen6])[order]
+    version = np.concatenate([np.full(len(i4), 4, np.uint8), np.full(len(i6), 6, np.uint8)])
+    proto = np.concatenate([proto4, nh6])
+    src4_all = np.concatenate([src4, np.zeros(len(i6), np.uint64)])
+    th = np.concatenate([p4 + 20, p6 + 40])
+    ip_end = np.concatenate([p4 + total4, p6 + 40 + plen6])
+    if len(i4) and len(i6):  # back into frame order
+        order = np.argsort(idx, kind="stable")
+        idx, version, proto, src4_all, th, ip_end = (
+            x[order] for x in (idx, version, proto, src4_all, th, ip_end)
+        )
     fend = end[idx]
     is_tcp = proto == TCP
-    hdr_len = np.where(is_tcp, (g(u8, th + 12).astype(np.int64) >> 4) * 4, 8)
+    # Two 8-byte gathers hold the whole fixed TCP header (the first one the UDP ports).
+    t0 = g(be64, th)
+    t1 = g(be64, th + 8)
+    hdr_len = np.where(is_tcp, ((t1 >> _S28) & _M4).astype(np.int64) * 4, 8)
     ok = (th + np.where(is_tcp, 20, 8) <= fend) & (hdr_len >= np.where(is_tcp, 20, 8))
     ok &= ip_end - th >= hdr_len
     slow[idx[~ok]] = True
-    keep = np.flatnonzero(ok)
-    idx, version, proto, th, ip_end, fend, is_tcp, hdr_len = (
-        x[keep] for x in (idx, version, proto, th, ip_end, fend, is_tcp, hdr_len)
-    )
+    if not ok.all():
+        idx, version, proto, th, ip_end, fend, is_tcp, hdr_len, t0, t1, src4_all = (
+            x[ok]
+            for x in (idx, version, proto, th, ip_end, fend, is_tcp, hdr_len, t0, t1, src4_all)
+        )
     pay = th + hdr_len
     wire = ip_end - pay
     captured = np.clip(np.minimum(ip_end, fend) - pay, 0, None)
 
-    src_hi = np.zeros(len(idx), np.uint64)
-    dst_hi = np.zeros(len(idx), np.uint64)
-    src_lo = np.zeros(len(idx), np.uint64)
-    dst_lo = np.zeros(len(idx), np.uint64)
+    m = len(idx)
+    src_hi = np.zeros(m, np.uint64)
+    dst_hi = np.zeros(m, np.uint64)
+    src_lo = src4_all
+    dst_lo = np.zeros(m, np.uint64)
     v4 = version == 4
     ip = l3[idx]
-    src_lo[v4] = g(be32, ip[v4] + 12)
     dst_lo[v4] = g(be32, ip[v4] + 16)
     v6 = ~v4
     if v6.any():
-        be64 = byteviews.view(data, ">u8")
         q = ip[v6]
         src_hi[v6], src_lo[v6] = g(be64, q + 8), g(be64, q + 16)
         dst_hi[v6], dst_lo[v6] = g(be64, q + 24), g(be64, q + 32)
 
-    tcp_or_zero = is_tcp.astype(np.int64)
+    tcp_mask = np.where(is_tcp, _M64, np.uint64(0))
+    t0 &= tcp_mask | _PORTS  # UDP rows keep only their ports
+    t1 &= tcp_mask
     cols = PacketColumns(
         data=data,
         number=batch.number[idx],
@@ -253,12 +276,12 @@ def _fast(batch: FrameBatch) -> tuple[PacketColumns, np.ndarray]:
         dst_hi=dst_hi,
         dst_lo=dst_lo,
         proto=proto.astype(np.uint8),
-        sport=g(be16, th).astype(np.int32),
-        dport=g(be16, th + 2).astype(np.int32),
-        seq=g(be32, th + 4).astype(np.int64) * tcp_or_zero,
-        ack=g(be32, th + 8).astype(np.int64) * tcp_or_zero,
-        flags=((g(be16, th + 12) & 0x1FF) * tcp_or_zero).astype(np.int32),
-        window=(g(be16, th + 14) * tcp_or_zero).astype(np.int32),
+        sport=(t0 >> _S48).astype(np.int32),
+        dport=((t0 >> _S32) & _M16).astype(np.int32),
+        seq=(t0 & _M32).astype(np.int64),
+        ack=(t1 >> _S32).astype(np.int64),
+        flags=((t1 >> _S16) & _M9).astype(np.int32),
+        window=(t1 & _M16).astype(np.int32),
         tcp_offset=th,
         payload_offset=pay,
         payload_len=captured,

@@ -20,8 +20,24 @@ def view(data: bytes | memoryview, dtype: str) -> np.ndarray:
 
 
 def gather(data_view: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """`data_view[index]` where out-of-range indexes read as 0 (callers mask those rows)."""
+    """`data_view[index]` for non-negative indexes; those past the end read the last element
+    (callers mask those rows by length checks)."""
     if len(data_view) == 0:
         return np.zeros(len(index), dtype=data_view.dtype)
-    safe = np.minimum(np.maximum(index, 0), len(data_view) - 1)
-    return data_view[safe]
+    if len(index) and (index[-1] >= len(data_view) or index.max() >= len(data_view)):
+        index = np.minimum(index, len(data_view) - 1)
+    return data_view[index]
+
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+
+def u32_pairs(data: bytes | memoryview, byte_order: str, index: np.ndarray) -> tuple:
+    """Two consecutive uint32 fields at each index, read as one 8-byte gather (int64 results).
+
+    One unaligned gather costs about as much whatever its width, so reading 8 bytes at once
+    halves the cost of walking record headers."""
+    x = gather(view(data, byte_order + "u8"), index)
+    lo, hi = (x & _LOW32).astype(np.int64), (x >> _SHIFT32).astype(np.int64)
+    return (lo, hi) if byte_order == "<" else (hi, lo)

@@ -97,23 +97,22 @@ class PcapReader(CaptureReader):
             offsets, stop = self._walk(buf, src.pos)
             if offsets:
                 offs = np.frombuffer(offsets, dtype=np.int64)
-                u32 = byteviews.view(buf, bo + "u4")
-                caplen = u32[offs + 8].astype(np.int64)
+                caplen, origlen = byteviews.u32_pairs(buf, bo, offs + 8)
                 bad = np.flatnonzero(caplen > self.max_caplen)
                 if len(bad):
                     # Damage: the walk went on through garbage; keep what came before.
                     k = int(bad[0])
+                    bad_len = caplen[k]
                     offs = offs[:k]
-                    caplen = caplen[:k]
+                    caplen, origlen = caplen[:k], origlen[:k]
                     stop = -1
-                batch = self._batch(buf, offs, caplen, u32)
+                batch = self._batch(buf, offs, caplen, origlen)
                 self._next_number += len(offs)
                 yield batch
                 if stop < 0:
                     self._problem(
                         self._next_number,
-                        f"record length {int(u32[int(offsets[k]) + 8])} is absurd; "
-                        "the rest of the file is not read",
+                        f"record length {int(bad_len)} is absurd; the rest of the file is not read",
                     )
                     return
             src.pos = stop
@@ -136,11 +135,10 @@ class PcapReader(CaptureReader):
                 return
 
     def _batch(
-        self, buf: bytes, offs: np.ndarray, caplen: np.ndarray, u32: np.ndarray
+        self, buf: bytes, offs: np.ndarray, caplen: np.ndarray, origlen: np.ndarray
     ) -> FrameBatch:
         n = len(offs)
-        sec = u32[offs].astype(np.int64)
-        frac = u32[offs + 4].astype(np.int64)
+        sec, frac = byteviews.u32_pairs(buf, self.byte_order, offs)
         return FrameBatch(
             data=buf,
             number=np.arange(self._next_number, self._next_number + n, dtype=np.int64),
@@ -148,6 +146,6 @@ class PcapReader(CaptureReader):
             interface=np.zeros(n, dtype=np.int32),
             linktype=np.full(n, self.linktype, dtype=np.int32),
             caplen=caplen,
-            origlen=u32[offs + 12].astype(np.int64),
+            origlen=origlen,
             offset=offs + self.record_header,
         )

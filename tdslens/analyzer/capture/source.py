@@ -24,7 +24,7 @@ class ChunkSource:
         self.path = path
         self.chunk_size = chunk_size
         self.file_size = os.stat(path).st_size
-        self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._raw: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - see close()
         self.compressed = self._raw.read(2) == GZIP_MAGIC
         self._raw.seek(0)
         self._stream: BinaryIO = (
@@ -42,6 +42,17 @@ class ChunkSource:
 
     def fill(self, need: int) -> bool:
         """Make at least `need` bytes available after `pos`; False if the file ends first."""
+        if self.available >= need or self.eof:
+            return self.available >= need
+        if not self.compressed:
+            # Re-read from the first unread byte: no copy of the carried-over tail.
+            self.base += self.pos
+            self._raw.seek(self.base)
+            self.buf = self._read(self._raw, max(self.chunk_size, need))
+            self.pos = 0
+            if len(self.buf) < max(self.chunk_size, need):
+                self.eof = True
+            return self.available >= need
         while self.available < need and not self.eof:
             want = max(self.chunk_size, need - self.available)
             try:
@@ -57,6 +68,22 @@ class ChunkSource:
             self.buf = self.buf[self.pos :] + chunk if self.available else chunk
             self.pos = 0
         return self.available >= need
+
+    @staticmethod
+    def _read(f: BinaryIO, size: int) -> bytes:
+        """Up to `size` bytes; short only at the end of the file."""
+        data = f.read(size)
+        if len(data) == size or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < size:
+            more = f.read(size - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
     def read_all(self) -> bytes:
         """The rest of the file in one buffer (formats that need random access)."""
