@@ -56,8 +56,11 @@ def test_synthetic_with_findings_and_correlation_validates(tmp_path: Path) -> No
     assert doc["schema_version"] == SCHEMA_VERSION
     assert doc["findings"][0]["code"] == "REDIRECT_SECOND_LEG_BLOCKED"
     assert doc["findings"][0]["severity"] == "error"
-    assert doc["attempts"][0]["legs"][1] == {"stream": 1, "role": "worker"}
+    assert doc["attempts"][0]["connections"] == [0, 1]
     assert doc["attempts"][0]["start_time"] == iso(T0)
+    assert doc["redirects"][0]["outcome"] == "blocked"
+    assert doc["verdict"]["result"] == "failed"
+    assert doc["correlated"] is True
     assert doc["connections"][1]["role"] == "worker"
     assert doc["connections"][1]["role_source"] == "correlation"
     assert doc["connections"][1]["outcome"] == "no_answer"

@@ -41,48 +41,94 @@ HOSTILE = (
 _ANALYSIS_HAS = {f.name for f in dataclasses.fields(Analysis)}
 
 
-@dataclass(slots=True)
-class Leg:
-    """Stand-in for the correlation's leg record (role of one connection in an attempt)."""
+try:  # the correlation's records, once the model has them
+    from tdslens.analyzer.model import (  # type: ignore[attr-defined]
+        Attempt,
+        CaptureVerdict,
+        ConnectionRole,
+        LinkEvidence,
+        Redirect,
+        RedirectOutcome,
+        Role,
+        Verdict,
+    )
+except ImportError:  # stand-ins with the same public fields
 
-    stream: int
-    role: str
+    @dataclass(slots=True)
+    class ConnectionRole:  # type: ignore[no-redef]
+        stream: int
+        role: str
+        server_name: str | None
+        attempt: int | None
+        reasons: list[str] = field(default_factory=list)
 
+    @dataclass(slots=True)
+    class Redirect:  # type: ignore[no-redef]
+        gateway: int
+        evidence: str
+        outcome: str
+        target_host: str | None
+        target_port: int | None
+        target_addresses: list[str] = field(default_factory=list)
+        second_legs: list[int] = field(default_factory=list)
+        dns_frames: list[int] = field(default_factory=list)
+        frames: list[int] = field(default_factory=list)
+        reasons: list[str] = field(default_factory=list)
+        ambiguous: bool = False
+        candidates: list[int] = field(default_factory=list)
 
-@dataclass(slots=True)
-class Attempt:
-    """Stand-in for the correlation's attempt record, until the model has one."""
+    @dataclass(slots=True)
+    class Verdict:  # type: ignore[no-redef]
+        result: str
+        finding: str | None
+        summary: str
 
-    id: int
-    client: Endpoint
-    target: str
-    outcome: str
-    start_ns: int
-    legs: list[Leg] = field(default_factory=list)
+    @dataclass(slots=True)
+    class Attempt:  # type: ignore[no-redef]
+        index: int
+        client: str
+        server: Endpoint
+        server_name: str | None
+        connections: list[int]
+        redirects: list[int]
+        dns_frames: list[int]
+        start_ns: int
+        end_ns: int
+        tries: int
+        verdict: Verdict
+        findings: list[int] = field(default_factory=list)
 
+    @dataclass(slots=True)
+    class CaptureVerdict:  # type: ignore[no-redef]
+        result: str
+        attempts_ok: int
+        attempts_failed: int
+        attempts_unknown: int
+        finding: str | None
+        summary: str
 
-@dataclass(slots=True)
-class Redirect:
-    """Stand-in for the correlation's redirect record."""
+    class Role:  # type: ignore[no-redef]
+        GATEWAY, WORKER = "gateway", "worker"
 
-    gateway_stream: int
-    host: str
-    port: int
-    outcome: str
-    second_legs: list[int] = field(default_factory=list)
-    evidence: list[int] = field(default_factory=list)
+    class LinkEvidence:  # type: ignore[no-redef]
+        ROUTING_TOKEN = "routing_token"
+
+    class RedirectOutcome:  # type: ignore[no-redef]
+        BLOCKED = "blocked"
 
 
 def _analysis_class() -> type:
-    """Analysis itself once the model has findings/attempts/redirects; a subclass until then."""
-    if {"findings", "attempts", "redirects"} <= _ANALYSIS_HAS:
+    """Analysis itself once the model has the correlation's fields; a subclass until then."""
+    if {"findings", "attempts", "redirects", "roles", "verdict"} <= _ANALYSIS_HAS:
         return Analysis
 
     @dataclass(slots=True)
     class AnalysisPlus(Analysis):
+        roles: list[Any] = field(default_factory=list)
         redirects: list[Any] = field(default_factory=list)
         attempts: list[Any] = field(default_factory=list)
         findings: list[Finding] = field(default_factory=list)
+        verdict: Any = None
 
     return AnalysisPlus
 
@@ -224,9 +270,11 @@ def build_analysis(
     """
     conns: list[ConnectionRecord] = []
     dns: list[DnsRecord] = []
-    atts: list[Attempt] = []
-    reds: list[Redirect] = []
+    atts: list[Any] = []
+    reds: list[Any] = []
+    roles: list[Any] = []
     frame = 1
+    code = "REDIRECT_SECOND_LEG_BLOCKED"
     for i in range(attempts):
         t = T0 + i * 20 * MS
         ip = f"10.{100 + (i >> 16) % 100}.{(i >> 8) & 255}.{i & 255}"
@@ -236,17 +284,28 @@ def build_analysis(
         dns += dns_pair(frame + 18, t + 11 * MS, worker + text, "10.99.2.20", ip)
         wk = blocked_worker(2 * i + 1, frame + 20, t + 12 * MS, text, ip)
         conns += [gw, wk]
-        atts.append(Attempt(i, gw.client, "mysrv.database.windows.net" + text, "failed", t,
-                            [Leg(gw.stream, "gateway"), Leg(wk.stream, "worker")]))  # fmt: skip
-        reds.append(Redirect(gw.stream, worker + text, 11042, "blocked", [wk.stream],
-                             [frame + 13, frame + 20]))  # fmt: skip
+        roles += [
+            ConnectionRole(gw.stream, Role.GATEWAY, "mysrv.database.windows.net" + text, i,
+                           ["port 1433", "routing token" + text]),
+            ConnectionRole(wk.stream, Role.WORKER, worker + text, i, ["routing target"]),
+        ]  # fmt: skip
+        reds.append(
+            Redirect(gw.stream, LinkEvidence.ROUTING_TOKEN, RedirectOutcome.BLOCKED,
+                     worker + text, 11042, ["10.99.2.20"], [wk.stream], [frame + 18, frame + 19],
+                     [frame + 13], ["routing token names it" + text])
+        )  # fmt: skip
+        atts.append(
+            Attempt(i, ip, gw.server, "mysrv.database.windows.net" + text, [gw.stream, wk.stream],
+                    [i], [frame, frame + 1, frame + 18, frame + 19], t, wk.tcp.last_ts_ns, 1,
+                    Verdict("failed", code, "second leg blocked" + text), [0])
+        )  # fmt: skip
         frame += 28
     finds = [
         Finding(
-            code="REDIRECT_SECOND_LEG_BLOCKED",
+            code=code,
             severity=Severity.ERROR,
             title="The redirected connection to the worker was never answered" + text,
-            detail=f"The gateway routed the client to {conns[0].response.routing.server}:11042; "  # type: ignore[union-attr]
+            detail=f"The gateway routed the client to {worker}{text}:11042; "
             "8 SYNs got no answer." + text,
             remedy="Allow outbound TCP 11000-11999 to the Azure SQL worker addresses." + text,
             connections=[c.stream for c in conns[:2]],
@@ -271,9 +330,18 @@ def build_analysis(
         problems=[CaptureProblem(path, frame, "truncated last record" + text)] if text else [],
         connections=conns,
         dns=dns,
+        roles=roles,
         redirects=reds,
         attempts=atts,
         findings=finds if findings else [],
+        verdict=CaptureVerdict(
+            "failed",
+            0,
+            attempts,
+            0,
+            code,
+            f"{attempts} attempt(s) failed: second leg blocked" + text,
+        ),
     )
 
 
@@ -282,3 +350,4 @@ def test_builder_makes_consistent_streams() -> None:
     assert [c.stream for c in a.connections] == list(range(6))
     assert len(a.dns) == 12
     assert a.findings[0].connections == [0, 1]  # type: ignore[attr-defined]
+    assert [r.stream for r in a.roles] == list(range(6))  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path, PurePath
@@ -66,7 +67,13 @@ def iso(ns: int | None) -> str | None:
 def to_json(analysis: Analysis) -> dict[str, Any]:
     """The report document for one analysis (plain dicts/lists/str/int/bool/None only)."""
     roles = connection_roles(analysis)
-    connections = [_connection(c, roles.get(c.stream)) for c in analysis.connections]
+    routed = {
+        r.gateway for r in getattr(analysis, "redirects", None) or [] if hasattr(r, "gateway")
+    }
+    connections = [
+        _connection(c, roles[c.stream], c.stream in routed) for c in analysis.connections
+    ]
+    verdict = getattr(analysis, "verdict", None)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "tdslens", "version": __version__},
@@ -74,6 +81,8 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
         "summary": _summary(analysis, connections),
         "connections": connections,
         "dns": [_dns(d) for d in analysis.dns],
+        "correlated": bool(getattr(analysis, "roles", None)) or verdict is not None,
+        "verdict": plain(verdict),
     }
     for name in ("redirects", "attempts"):
         items = getattr(analysis, name, None)
@@ -97,47 +106,44 @@ def write_json(analysis: Analysis, path: str | Path, *, indent: int | None = 1) 
 # -- roles -------------------------------------------------------------------------------------
 
 
-def connection_roles(analysis: Analysis) -> dict[int, tuple[str, str]]:
-    """(role, source) per tcp.stream: the correlation's word when it has one, else the port's.
+@dataclass(slots=True)
+class RoleView:
+    """A connection's role as the report shows it, and where the role came from."""
 
-    The correlation layer names each leg (gateway, worker, proxy...). Until it runs (or for
-    connections it does not place) the conventional port is the only hint a reader has, and the
-    report says which of the two a role came from (``role_source``).
+    role: str
+    source: str  # "correlation" or "port"
+    server_name: str | None = None
+    attempt: int | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def connection_roles(analysis: Analysis) -> dict[int, RoleView]:
+    """Role per tcp.stream: the correlation's word when it has one, else the port's.
+
+    The correlation layer (``Analysis.roles``) names each leg and says why. For an analysis made
+    without it, the conventional port is the only hint a reader has; the report says which of
+    the two a role came from (``role_source``).
     """
-    roles: dict[int, tuple[str, str]] = {}
-    for attempt in getattr(analysis, "attempts", None) or []:
-        for leg in _legs(attempt):
-            stream = _first_attr(leg, ("stream", "tcp_stream", "connection"))
-            role = _first_attr(leg, ("role", "kind"))
-            if isinstance(stream, int) and role is not None:
-                roles.setdefault(stream, (str(_enum_value(role)), "correlation"))
+    roles: dict[int, RoleView] = {}
+    for r in getattr(analysis, "roles", None) or []:
+        roles[r.stream] = RoleView(
+            str(_enum_value(r.role)),
+            "correlation",
+            getattr(r, "server_name", None),
+            getattr(r, "attempt", None),
+            [str(x) for x in getattr(r, "reasons", None) or []],
+        )
     for conn in analysis.connections:
         if conn.stream not in roles:
-            roles[conn.stream] = (_port_role(conn), "port")
+            roles[conn.stream] = RoleView(_port_role(conn), "port")
     return roles
-
-
-def _legs(attempt: Any) -> list[Any]:
-    for name in ("legs", "connections"):
-        legs = getattr(attempt, name, None)
-        if legs:
-            return [leg for leg in legs if not isinstance(leg, int)]
-    return []
-
-
-def _first_attr(obj: Any, names: tuple[str, ...]) -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
 
 
 def _port_role(conn: ConnectionRecord) -> str:
     if conn.protocol == "other":
         return "other"
     port = conn.server.port
-    if conn.phase(PhaseName.REDIRECT) is not None or port == GATEWAY_PORT:
+    if conn.phase(PhaseName.REDIRECT) is not None:
         return "gateway"
     if any(lo <= port <= hi for lo, hi in REDIRECT_PORT_RANGES):
         return "worker"
@@ -147,10 +153,11 @@ def _port_role(conn: ConnectionRecord) -> str:
 # -- outcome -----------------------------------------------------------------------------------
 
 
-def connection_outcome(conn: ConnectionRecord) -> str:
+def connection_outcome(conn: ConnectionRecord, routed: bool = False) -> str:
     """A one-word label of where the connection ended, read straight off its recorded facts.
 
-    Order matters only where facts coexist (a redirect is also a login response).
+    ``routed``: the correlation linked this leg to a redirect (its routing token may have been
+    encrypted). Order matters only where facts coexist (a redirect is also a login response).
     """
     tcp = conn.tcp
     if conn.protocol == "other":
@@ -159,7 +166,7 @@ def connection_outcome(conn: ConnectionRecord) -> str:
         return "no_answer"
     if tcp.conn_state == "REJ":
         return "refused"
-    if conn.phase(PhaseName.REDIRECT) is not None:
+    if routed or conn.phase(PhaseName.REDIRECT) is not None:
         return "redirected"
     resp = conn.response
     if resp is not None and any(m.kind == "error" for m in resp.messages):
@@ -249,9 +256,8 @@ def _phase(p: Phase) -> dict[str, Any]:
     }
 
 
-def _connection(c: ConnectionRecord, role: tuple[str, str] | None) -> dict[str, Any]:
+def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, Any]:
     tcp = c.tcp
-    role_name, role_source = role or ("server", "port")
     login = c.login
     pre = c.prelogin
     resp = c.response
@@ -268,9 +274,12 @@ def _connection(c: ConnectionRecord, role: tuple[str, str] | None) -> dict[str, 
         "end_ns": tcp.last_ts_ns,
         "duration_ns": tcp.last_ts_ns - tcp.first_ts_ns,
         "protocol": c.protocol,
-        "role": role_name,
-        "role_source": role_source,
-        "outcome": connection_outcome(c),
+        "role": role.role,
+        "role_source": role.source,
+        "role_reasons": role.reasons,
+        "server_name": role.server_name,
+        "attempt": role.attempt,
+        "outcome": connection_outcome(c, routed),
         "reached": c.reached.value if c.reached is not None else None,
         "phases": [_phase(p) for p in c.phases],
         "tcp": {
