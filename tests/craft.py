@@ -233,8 +233,8 @@ def write_netmon(
     minor: int = 2,
     media_per_frame: Sequence[int] | None = None,
 ) -> Path:
-    """Network Monitor 2.x capture. Minor version >= 2 frames carry a trailer with the per-frame
-    media type (`media_per_frame`), as NetMon 3.x writes for mixed captures."""
+    """Network Monitor 2.x capture. From minor version 1 on, frames carry a trailer with the
+    per-frame media type (`media_per_frame`, default `media`), as NetMon 3.x writes."""
     recs = records(packets)
     start_ns = (recs[0].ts_ns if recs else BASE_TS_NS) // 1_000_000 * 1_000_000
     header_size = 128
@@ -246,9 +246,14 @@ def write_netmon(
         origlen = r.origlen if r.origlen is not None else len(raw)
         delta_us = (r.ts_ns - start_ns) // 1000
         body = struct.pack("<QII", delta_us, origlen, len(raw)) + raw
-        if minor >= 2:
-            m = media_per_frame[i] if media_per_frame else media
-            body += struct.pack("<HIQ", m, 0, 0)  # 2.2 trailer: media, process index, ts
+        m = media_per_frame[i] if media_per_frame else media
+        if minor == 1:  # trailers: the frame's media type, then more with later versions
+            body += struct.pack("<H", m)
+        elif minor == 2:
+            body += struct.pack("<HI", m, 0)  # + process info index
+        elif minor >= 3:
+            utc = r.ts_ns // 100 + 116444736000000000  # 100 ns units since 1601
+            body += struct.pack("<HIQB", m, 0, utc, 0)  # + UTC time, time zone index
         offsets.append(pos)
         frames.append(body)
         pos += len(body)

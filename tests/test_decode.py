@@ -361,6 +361,30 @@ def pcapng_sections_spb_pb(p: Path) -> Path:
     return craft.write_pcapng_sections(p, [one, two, three])
 
 
+@case
+def netmon_per_frame_media(p: Path) -> Path:
+    media = [1, 9, 0xE000 | 1, 0xFFFE, 1, 0xE000 | 113]  # 0xFFFE: DNS cache metadata
+    return craft.write_netmon(
+        p,
+        [eth() / ip4(1), udp4(2), eth() / ip6(3), b"meta", eth() / ip4(4),
+         CookedLinux(proto=0x0800) / ip4(5)],
+        minor=2,
+        media_per_frame=media,
+    )  # fmt: skip
+
+
+@case
+def netmon_2_0(p: Path) -> Path:
+    return craft.write_netmon(p, [eth() / ip4(1), eth() / ip6(2), eth() / udp4(3)], minor=0)
+
+
+@case
+def netmon_2_3_truncated(p: Path) -> Path:
+    return craft.write_netmon(
+        p, [eth() / ip4(1), craft.truncated(eth() / ip4(2, bytes(500)), 80)], minor=3
+    )
+
+
 def test_fast_path_and_slow_path_agree_on_every_case(tmp_path):
     for name, make in CASES.items():
         assert_fast_equals_slow(make(tmp_path / f"{name}.cap"))
@@ -372,7 +396,7 @@ def test_crafted_capture_matches_tshark(tmp_path, tshark, name):
     assert_matches_tshark(tshark, path)
 
 
-@pytest.mark.parametrize("name", ["ethernet_mixed", "pcapng_sections_spb_pb", "ipv4_fragments"])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_gzipped_capture_matches_tshark(tmp_path, tshark, name):
     path = craft.gzip_file(CASES[name](tmp_path / f"{name}.cap"), tmp_path / "z.bin")
     assert_matches_tshark(tshark, path)

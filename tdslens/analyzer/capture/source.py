@@ -91,6 +91,21 @@ class ChunkSource:
             self.fill(self.available + self.chunk_size)
         return self.buf[self.pos :]
 
+    def fileno(self) -> int:
+        """The file descriptor of the file on disk (for memory mapping uncompressed files)."""
+        return self._raw.fileno()
+
+    def copy_rest(self, out: BinaryIO) -> None:
+        """Write everything not yet consumed to `out` (decompressing on the way)."""
+        out.write(self.buf[self.pos :])
+        self.pos = len(self.buf)
+        try:
+            while chunk := self._stream.read(self.chunk_size):
+                out.write(chunk)
+        except (EOFError, OSError, zlib.error) as exc:
+            self.error = f"compressed stream is damaged ({exc})"
+        self.eof = True
+
     def close(self) -> None:
         if self._stream is not self._raw:
             self._stream.close()
