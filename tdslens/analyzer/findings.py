@@ -368,6 +368,18 @@ def tls_failed(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
             [c.stream],
             [tls.alert_frame or 0, close.first_frame if close else 0],
         )
+    if _client_quit_after_tls13(c):
+        return make(
+            "TLS_HANDSHAKE_FAILED",
+            "The client closed the connection right after the server's TLS 1.3 handshake",
+            "The server sent its TLS 1.3 handshake; the client answered with at most one "
+            f"encrypted record and closed the connection in frame {close.first_frame} without "
+            "logging in. In TLS 1.3 a client's alert is encrypted, so this is how a client "
+            "that rejects the server certificate looks (untrusted issuer, name mismatch: "
+            "Encrypt=yes without TrustServerCertificate and a self-signed certificate).",
+            [c.stream],
+            [close.first_frame],
+        )
     login = c.phase(PhaseName.LOGIN)
     if login is not None and login.inferred and _closed_by(c) == "server" and close is not None:
         # The client's first encrypted flight (its Finished and LOGIN7) was met with a close.
@@ -384,6 +396,21 @@ def tls_failed(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
             [login.first_frame, close.first_frame],
         )
     return None
+
+
+def _client_quit_after_tls13(c: ConnectionRecord) -> bool:
+    """TLS 1.3 chosen, no login response, and the client closed within a second of the last
+    handshake or login frame (a login timeout would take seconds)."""
+    close = c.phase(PhaseName.CLOSE)
+    if c.tls is None or c.tls.version != "TLS 1.3" or close is None or _closed_by(c) != "client":
+        return False
+    if c.phase(PhaseName.LOGIN_RESPONSE) is not None or c.phase(PhaseName.DATA) is not None:
+        return False
+    login = c.phase(PhaseName.LOGIN)
+    if login is not None and login.frames > 1:
+        return False
+    last = max(p.end_ns for p in c.phases if p.name is not PhaseName.CLOSE)
+    return close.start_ns - last <= NS
 
 
 def login_failed(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
@@ -441,7 +468,7 @@ def closed_during_login(ctx: Context, c: ConnectionRecord, role: Role) -> Findin
 
 
 def result_hidden(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
-    if c.stream in ctx.gateway_of or not r.closed_after_response(c):
+    if c.stream in ctx.gateway_of or not r.closed_after_response(c, strict=True):
         return None
     p = c.phase(PhaseName.LOGIN_RESPONSE)
     if p is None or not p.inferred:

@@ -189,14 +189,22 @@ def _login_error(conn: ConnectionRecord) -> bool:
     return r is not None and any(m.kind == "error" and m.severity >= 11 for m in r.messages)
 
 
-def closed_after_response(conn: ConnectionRecord) -> bool:
+def little_data(conn: ConnectionRecord) -> bool:
+    """At most two encrypted records after the login response: the two close_notify alerts
+    of a TLS 1.3 goodbye look exactly like that."""
+    p = conn.phase(PhaseName.DATA)
+    return p is None or (p.inferred and p.frames <= 2)
+
+
+def closed_after_response(conn: ConnectionRecord, strict: bool = False) -> bool:
     """The redirect shape: a login response, then a close within quick_close_s and no data.
 
     A proxy session goes on with requests; a routed one (or a failed login) ends here.
     A leg still open at the end of the capture counts when it carried no data either.
+    `strict` allows no data at all (one close_notify at most) instead of little data.
     """
     end = response_phase_end(conn)
-    if end is None or data_exchanged(conn):
+    if end is None or (data_exchanged(conn) if strict else not little_data(conn)):
         return False
     closed = close_time(conn)
     if closed is None:

@@ -1,0 +1,482 @@
+"""Correlation's hard cases, on captures crafted here with scapy (the lab cannot make them).
+
+Each capture is a few TCP sessions built from MS-TDS (tests/tds_bytes.py): a cleartext routing
+token for the exact links, and for the encrypted ones a TLS 1.2 handshake inside PRELOGIN
+followed by opaque TLS records, which is all tdslens sees of a real Azure login. Timings, client
+addresses and ports are what each case varies: encrypted redirects with and without DNS, several
+clients at once, a client retrying the worker, a second leg after the gateway leg closed, a
+capture filtered to port 1433 or cut before the second leg, IPv6, and NAT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from tds_bytes import (
+    client_hello,
+    client_prelogin,
+    done,
+    envchange_routing,
+    handshake,
+    loginack,
+    message,
+    packet,
+    server_hello,
+    server_message,
+    server_prelogin,
+    tls_record,
+)
+
+from tdslens.analyzer.analysis import analyze
+from tdslens.analyzer.model import Analysis, LinkEvidence, RedirectOutcome, Role, Severity
+
+pytest.importorskip("scapy")
+
+MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}  # no ARP/ND lookups
+GW = ("10.0.1.10", 1433)
+WK = ("10.0.2.20", 11042)
+WORKER_NAME = "wk1.tr5.westeurope1-a.worker.database.windows.net"
+GATEWAY_NAME = "mysrv.database.windows.net"
+
+
+# -- crafting ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """One TCP connection to craft: who, when, what each side says, how it ends.
+
+    `flights` are (from_client, bytes, seconds after the previous flight). `syn` is "ok",
+    "drop" (SYNs at `syn_times`, no answer) or "reset" (RST to the SYN). `close` is "fin",
+    "rst" or None (still open when the capture ends).
+    """
+
+    client: tuple[str, int]
+    server: tuple[str, int]
+    start: float
+    flights: list[tuple[bool, bytes, float]] = field(default_factory=list)
+    syn: str = "ok"
+    syn_times: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)
+    close: str | None = "fin"
+
+
+def _ip(src: str, dst: str):
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+
+    return IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+
+
+def _packets(s: Session) -> list:
+    """The session's packets with their capture times (scapy `time`)."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.l2 import Ether
+
+    (ca, cp), (sa, sp) = s.client, s.server
+    up = lambda **kw: Ether(**MACS) / _ip(ca, sa) / TCP(sport=cp, dport=sp, **kw)  # noqa: E731
+    down = lambda **kw: Ether(**MACS) / _ip(sa, ca) / TCP(sport=sp, dport=cp, **kw)  # noqa: E731
+    out: list = []
+
+    def at(pkt, t: float) -> None:
+        pkt.time = t
+        out.append(pkt)
+
+    cseq, sseq, t = 1000, 5000, s.start
+    if s.syn == "drop":
+        for dt in s.syn_times:
+            at(up(flags="S", seq=cseq), s.start + dt)
+        return out
+    at(up(flags="S", seq=cseq), t)
+    if s.syn == "reset":
+        at(down(flags="RA", seq=0, ack=cseq + 1), t + 0.0005)
+        return out
+    at(down(flags="SA", seq=sseq, ack=cseq + 1), t + 0.001)
+    at(up(flags="A", seq=cseq + 1, ack=sseq + 1), t + 0.002)
+    cseq, sseq, t = cseq + 1, sseq + 1, t + 0.002
+    for from_client, data, gap in s.flights:
+        t += gap
+        if from_client:
+            at(up(flags="PA", seq=cseq, ack=sseq) / data, t)
+            cseq += len(data)
+        else:
+            at(down(flags="PA", seq=sseq, ack=cseq) / data, t)
+            sseq += len(data)
+    if s.close == "fin":
+        at(up(flags="FA", seq=cseq, ack=sseq), t + 0.001)
+        at(down(flags="FA", seq=sseq, ack=cseq + 1), t + 0.002)
+        at(up(flags="A", seq=cseq + 1, ack=sseq + 1), t + 0.003)
+    elif s.close == "rst":
+        at(up(flags="R", seq=cseq), t + 0.001)
+    return out
+
+
+def _dns(client: str, name: str, answer: str | None, t: float, resolver: str = "10.0.0.53"):
+    """A query and its answer (NXDOMAIN when `answer` is None)."""
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import UDP
+    from scapy.layers.l2 import Ether
+
+    qtype = "AAAA" if answer and ":" in answer else "A"
+    q = Ether(**MACS) / _ip(client, resolver) / UDP(sport=40000, dport=53)
+    q /= DNS(id=7, rd=1, qd=DNSQR(qname=name, qtype=qtype))
+    a = Ether(**MACS) / _ip(resolver, client) / UDP(sport=53, dport=40000)
+    if answer is None:
+        a /= DNS(id=7, qr=1, rcode=3, qd=DNSQR(qname=name, qtype=qtype))
+    else:
+        rr = DNSRR(rrname=name, type=qtype, rdata=answer, ttl=5)
+        a /= DNS(id=7, qr=1, qd=DNSQR(qname=name, qtype=qtype), an=rr)
+    q.time, a.time = t, t + 0.001
+    return [q, a]
+
+
+def write(tmp_path: Path, *parts: list, name: str = "case.pcap") -> Analysis:
+    from scapy.utils import wrpcap
+
+    packets = sorted((p for part in parts for p in part), key=lambda p: float(p.time))
+    path = tmp_path / name
+    wrpcap(str(path), packets)
+    return analyze(path)
+
+
+# -- TDS conversations -------------------------------------------------------------------------
+
+
+def _tls_login(sni: str, response: bytes, after: list[tuple[bool, bytes, float]]) -> list:
+    """PRELOGIN (encryption on), TLS 1.2 inside PRELOGIN packets, then opaque TLS records."""
+    finished = tls_record(20, b"\x01") + tls_record(22, bytes(40))
+    return [
+        (True, packet(0x12, client_prelogin(0x01)), 0.001),
+        (False, packet(0x04, server_prelogin(0x01)), 0.001),
+        (True, packet(0x12, tls_record(22, client_hello(sni=sni, tls13=False))), 0.001),
+        (False, packet(0x12, tls_record(22, server_hello())), 0.002),
+        (True, packet(0x12, tls_record(22, handshake(16, bytes(66))) + finished), 0.001),
+        (False, packet(0x12, finished), 0.001),
+        (True, tls_record(23, bytes(300)), 0.001),  # LOGIN7, encrypted
+        (False, response, 0.005),
+        *after,
+    ]
+
+
+def encrypted_gateway(sni: str = GATEWAY_NAME) -> list:
+    """An Azure gateway leg: encrypted login, encrypted (routing) answer, client hangs up."""
+    return _tls_login(sni, tls_record(23, bytes(180)), [])
+
+
+def encrypted_session(sni: str) -> list:
+    """A leg that logs in and runs two queries (a proxy session, or a worker leg)."""
+    data = [
+        (True, tls_record(23, bytes(90)), 0.001),
+        (False, tls_record(23, bytes(400)), 0.002),
+        (True, tls_record(23, bytes(90)), 0.001),
+        (False, tls_record(23, bytes(400)), 0.002),
+    ]
+    return _tls_login(sni, tls_record(23, bytes(250)), data)
+
+
+def clear_routed_gateway(host: str, port: int) -> list:
+    """Encryption off on both sides (only LOGIN7 would be encrypted; here it is clear)."""
+    from tds_bytes import login7
+
+    response = loginack() + envchange_routing(host, port) + done()
+    return [
+        (True, packet(0x12, client_prelogin(0x02)), 0.001),
+        (False, packet(0x04, server_prelogin(0x02)), 0.001),
+        (True, message(0x10, login7()), 0.001),
+        (False, message(0x04, response), 0.005),
+    ]
+
+
+def clear_login_failed(number: int, state: int) -> list:
+    from tds_bytes import login7
+
+    response = server_message(0xAA, number, "Login failed.", state=state) + done(status=2)
+    return [
+        (True, packet(0x12, client_prelogin(0x02)), 0.001),
+        (False, packet(0x04, server_prelogin(0x02)), 0.001),
+        (True, message(0x10, login7()), 0.001),
+        (False, message(0x04, response), 0.005),
+    ]
+
+
+def errors(a: Analysis) -> list[str]:
+    return [f.code for f in a.findings if f.severity is Severity.ERROR]
+
+
+def role(a: Analysis, stream: int) -> Role:
+    return next(x.role for x in a.roles if x.stream == stream)
+
+
+# -- encrypted redirects -----------------------------------------------------------------------
+
+
+def test_encrypted_redirect_with_dns_is_inferred_and_ok(tmp_path):
+    a = write(
+        tmp_path,
+        _dns("10.0.0.2", GATEWAY_NAME, GW[0], 0.0),
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())),
+        _dns("10.0.0.2", WORKER_NAME, WK[0], 0.05),
+        _packets(Session(("10.0.0.2", 50001), WK, 0.06, encrypted_session(WORKER_NAME))),
+    )
+    (red,) = a.redirects
+    assert red.evidence is LinkEvidence.INFERRED
+    assert red.outcome is RedirectOutcome.CONNECTED
+    assert (red.gateway, red.second_legs) == (0, [1])
+    assert (red.target_host, red.target_port) == (WORKER_NAME, 11042)
+    assert any("DNS gave" in why for why in red.reasons)
+    assert [role(a, 0), role(a, 1)] == [Role.GATEWAY, Role.WORKER]
+    assert errors(a) == []
+    assert a.verdict is not None and a.verdict.result == "ok"
+
+
+def test_encrypted_redirect_without_dns_or_sni_links_by_port(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway(sni=""))),
+        _packets(Session(("10.0.0.2", 50001), WK, 0.06, syn="drop")),
+    )
+    (red,) = a.redirects
+    assert red.evidence is LinkEvidence.INFERRED and red.second_legs == [1]
+    assert red.reasons[-1] == "port 11042 is in the Azure redirect ranges"
+    assert red.outcome is RedirectOutcome.BLOCKED
+    (f,) = [f for f in a.findings if f.code == "REDIRECT_BLOCKED"]
+    assert "+0 s, +1 s, +3 s, +7 s" in f.detail  # the SYN retransmissions as observed
+    assert len([x for x in f.frames if x > 0]) >= 5  # routing evidence + 4 SYNs
+    assert a.attempts[0].verdict.finding == "REDIRECT_BLOCKED"
+
+
+def test_encrypted_redirect_refused_and_dns_failure(tmp_path):
+    refused = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50001), WK, 0.06, syn="reset")),
+        name="refused.pcap",
+    )
+    assert refused.redirects[0].outcome is RedirectOutcome.REFUSED
+    assert refused.attempts[0].verdict.finding == "REDIRECT_REFUSED"
+    nx = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())),
+        _dns("10.0.0.2", WORKER_NAME, None, 0.05),
+        name="nx.pcap",
+    )
+    (red,) = nx.redirects
+    assert (red.outcome, red.target_host) == (RedirectOutcome.DNS_FAILED, WORKER_NAME)
+    assert nx.attempts[0].verdict.finding == "REDIRECT_DNS_FAILED"
+
+
+def test_proxy_session_is_not_a_redirect_even_when_a_worker_port_follows(tmp_path):
+    """A session that goes on with data is a proxy session; a later SYN elsewhere is not its leg."""
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_session(GATEWAY_NAME))),
+        _packets(Session(("10.0.0.2", 50001), WK, 0.2, syn="drop")),
+    )
+    assert a.redirects == []
+    assert role(a, 0) is Role.PROXY
+    assert "REDIRECT_BLOCKED" not in errors(a)
+    assert a.attempts[0].verdict.result == "ok"
+
+
+def test_hidden_login_result_is_not_called_a_failure(tmp_path):
+    a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())))
+    assert a.redirects == [] and errors(a) == []
+    assert [f.code for f in a.findings] == ["LOGIN_RESULT_HIDDEN"]
+    assert a.attempts[0].verdict.result == "unknown"
+
+
+# -- exact links -------------------------------------------------------------------------------
+
+
+def test_routing_token_links_exactly_and_checks_dns(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, clear_routed_gateway(WORKER_NAME, 11042))),
+        _dns("10.0.0.2", WORKER_NAME, WK[0], 0.05),
+        # Another connection to the same port but an address DNS did not give: not a leg.
+        _packets(Session(("10.0.0.2", 50002), ("10.9.9.9", 11042), 0.055, syn="drop")),
+        _packets(Session(("10.0.0.2", 50001), WK, 0.06, encrypted_session(WORKER_NAME))),
+    )
+    (red,) = a.redirects
+    assert red.evidence is LinkEvidence.ROUTING_TOKEN
+    assert red.second_legs == [2] and red.outcome is RedirectOutcome.CONNECTED
+    assert red.target_addresses == [WK[0]]
+    assert red.frames and "ENVCHANGE" in red.reasons[0]
+
+
+def test_routing_received_and_not_followed_with_port_1433_filter(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, clear_routed_gateway(WORKER_NAME, 11042))),
+        _packets(Session(("10.0.0.2", 50003), ("10.0.1.11", 1433), 5.0, encrypted_gateway())),
+    )
+    red = a.redirects[0]
+    assert red.outcome is RedirectOutcome.NOT_FOLLOWED and red.second_legs == []
+    (f,) = [f for f in a.findings if f.code == "REDIRECT_NOT_FOLLOWED"]
+    assert "capture filter" in f.detail
+    assert a.attempts[0].verdict.finding == "REDIRECT_NOT_FOLLOWED"
+
+
+def test_capture_cut_right_after_routing_is_incomplete_not_failed(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(
+            Session(
+                ("10.0.0.2", 50000), GW, 0.01, clear_routed_gateway(WORKER_NAME, 11042), close=None
+            )
+        ),
+    )
+    assert a.redirects[0].outcome is RedirectOutcome.UNKNOWN
+    assert "REDIRECT_NOT_FOLLOWED" not in errors(a)
+    assert a.attempts[0].verdict.result == "unknown"
+    assert a.attempts[0].verdict.finding == "CAPTURE_INCOMPLETE"
+
+
+def test_second_leg_after_the_gateway_leg_closed(tmp_path):
+    """The client closes the gateway leg, resolves, and connects two seconds later."""
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50001), WK, 2.0, encrypted_session(WORKER_NAME))),
+    )
+    (red,) = a.redirects
+    gateway_end = a.connections[0].tcp.last_ts_ns
+    assert a.connections[1].tcp.first_ts_ns > gateway_end
+    assert red.second_legs == [1] and red.outcome is RedirectOutcome.CONNECTED
+
+
+# -- several clients, retries, NAT, IPv6 -------------------------------------------------------
+
+
+def test_several_clients_redirecting_at_once_to_different_workers(tmp_path):
+    wk2 = ("10.0.2.21", 11077)
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.010, encrypted_gateway())),
+        _packets(Session(("10.0.0.3", 50000), GW, 0.011, encrypted_gateway())),
+        _packets(Session(("10.0.0.3", 50001), wk2, 0.040, syn="drop")),
+        _packets(Session(("10.0.0.2", 50001), WK, 0.041, encrypted_session(WORKER_NAME))),
+    )
+    by_gateway = {r.gateway: r for r in a.redirects}
+    c2 = next(c.stream for c in a.connections if c.client == a.connections[0].client)
+    c3 = next(c.stream for c in a.connections if c.client.address == "10.0.0.3")
+    assert by_gateway[c2].outcome is RedirectOutcome.CONNECTED
+    assert by_gateway[c3].outcome is RedirectOutcome.BLOCKED
+    assert by_gateway[c3].target_port == 11077
+    assert not any(r.ambiguous for r in a.redirects)
+    assert sorted(x.verdict.result for x in a.attempts) == ["failed", "ok"]
+    assert a.verdict is not None and a.verdict.result == "mixed"
+
+
+def test_two_gateway_legs_of_one_client_make_the_link_ambiguous(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.010, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50001), GW, 0.011, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50002), WK, 0.040, encrypted_session(WORKER_NAME))),
+        _packets(Session(("10.0.0.2", 50003), WK, 0.041, encrypted_session(WORKER_NAME))),
+    )
+    assert len(a.redirects) == 2
+    assert any(r.ambiguous and r.candidates for r in a.redirects)
+    assert errors(a) == []
+
+
+def test_client_retrying_the_worker_many_times_is_one_attempt(tmp_path):
+    tries = [
+        _packets(Session(("10.0.0.2", 50001 + i), WK, 0.05 + i * 0.5, syn="reset"))
+        for i in range(12)
+    ]
+    a = write(
+        tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())), *tries
+    )
+    (red,) = a.redirects
+    assert len(red.second_legs) == 12 and red.outcome is RedirectOutcome.REFUSED
+    (attempt,) = a.attempts
+    assert len(attempt.connections) == 13
+    codes = [f.code for f in a.findings]
+    assert codes.count("REDIRECT_REFUSED") == 1
+
+
+def test_whole_attempt_repeated_counts_tries(tmp_path):
+    parts = []
+    for i in range(3):
+        t = i * 2.0
+        parts.append(_packets(Session(("10.0.0.2", 50000 + 2 * i), GW, t, encrypted_gateway())))
+        parts.append(
+            _packets(
+                Session(("10.0.0.2", 50001 + 2 * i), WK, t + 0.05, syn="drop", syn_times=(0, 1))
+            )
+        )
+    a = write(tmp_path, *parts)
+    assert len(a.redirects) == 3
+    (attempt,) = a.attempts
+    assert attempt.tries == 3 and attempt.verdict.finding == "REDIRECT_BLOCKED"
+
+
+def test_ipv6_redirect(tmp_path):
+    client, gw, wk = "2001:db8::2", ("2001:db8:1::10", 1433), ("2001:db8:2::20", 11042)
+    a = write(
+        tmp_path,
+        _dns(client, GATEWAY_NAME, gw[0], 0.0, resolver="2001:db8::53"),
+        _packets(Session((client, 50000), gw, 0.01, encrypted_gateway())),
+        _dns(client, WORKER_NAME, wk[0], 0.05, resolver="2001:db8::53"),
+        _packets(Session((client, 50001), wk, 0.06, syn="drop")),
+    )
+    (red,) = a.redirects
+    assert red.target_addresses == [wk[0]]
+    assert red.outcome is RedirectOutcome.BLOCKED
+    assert a.attempts[0].verdict.finding == "REDIRECT_BLOCKED"
+
+
+def test_nat_exact_link_across_client_addresses_but_not_inferred(tmp_path):
+    """Token seen: a unique connection to the routed port links even from another address
+    (and says so). Token hidden: nothing links across addresses, the worker stays alone."""
+    exact = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, clear_routed_gateway(WORKER_NAME, 11042))),
+        _packets(Session(("192.0.2.7", 61000), WK, 0.06, encrypted_session(WORKER_NAME))),
+        name="nat_exact.pcap",
+    )
+    (red,) = exact.redirects
+    assert red.second_legs == [1] and any("NAT" in why for why in red.reasons)
+    inferred = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())),
+        _packets(Session(("192.0.2.7", 61000), WK, 0.06, encrypted_session(WORKER_NAME))),
+        name="nat_inferred.pcap",
+    )
+    assert inferred.redirects == []
+    assert role(inferred, 1) is Role.WORKER  # by port, unlinked
+    assert [f.code for f in inferred.findings].count("LOGIN_RESULT_HIDDEN") == 1
+
+
+# -- single-connection findings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "words"), [(8, "password is wrong"), (1, "error log"), (38, "database")]
+)
+def test_login_failed_explains_error_and_state(tmp_path, state, words):
+    a = write(
+        tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, clear_login_failed(18456, state)))
+    )
+    (f,) = [f for f in a.findings if f.code == "LOGIN_FAILED"]
+    assert f"state {state}" in f.title and words in f.detail
+    assert a.attempts[0].verdict.finding == "LOGIN_FAILED"
+
+
+def test_gateway_unreachable_and_refused(tmp_path):
+    a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, syn="drop")), name="s0.pcap")
+    assert a.attempts[0].verdict.finding == "GATEWAY_UNREACHABLE"
+    b = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, syn="reset")), name="r.pcap")
+    assert b.attempts[0].verdict.finding == "CONNECTION_REFUSED"
+
+
+def test_unrelated_traffic_gets_no_attempt(tmp_path):
+    web = Session(
+        ("10.0.0.2", 50000), ("10.0.9.9", 443), 0.0, [(True, b"GET / HTTP/1.1\r\n\r\n", 0.01)]
+    )
+    a = write(tmp_path, _packets(web))
+    assert a.attempts == [] and a.findings == []
+    assert a.verdict is not None and a.verdict.result == "empty"
