@@ -125,6 +125,7 @@ def run_one(sc: Scenario, drv: Driver, runs: Path, cert: Path, key: Path) -> dic
         if not wait_for(work / "ready", 10):
             raise RuntimeError(f"simulator did not start: {(work / 'server.out').read_text()}")
         netlab.firewall(sc.firewall)
+        netlab.lossy(sc.loss_percent)
         tcpdump = subprocess.Popen(
             netlab.in_ns(
                 netlab.CLIENT_NS,

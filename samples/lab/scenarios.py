@@ -43,6 +43,7 @@ class Scenario:
     needs: tuple[str, ...] = ()  # driver features required: strict, readonly
     timeout: int = 15  # driver login timeout, seconds
     tds_version: str | None = None  # ask the driver for this TDS version (FreeTDS-based only)
+    loss_percent: int = 0  # share of server->client data segments dropped (retransmissions)
 
 
 def gateway(**kw: Any) -> dict[str, Any]:
@@ -103,6 +104,18 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "proxy_ok", "Proxy policy: the whole session stays on the gateway, port 1433.", [proxy()]
+    ),
+    Scenario(
+        "proxy_large_result",
+        "Proxy policy; SELECT 1 is answered after 64 KB of INFO messages (many packets).",
+        [proxy(padding=65536)],
+    ),
+    Scenario(
+        "redirect_lossy",
+        "Redirect policy over a lossy link: 8% of the servers' data segments are dropped;"
+        " the worker's reply is 64 KB long.",
+        [gateway(), worker(padding=65536)],
+        loss_percent=8,
     ),
     Scenario(
         "login_failed_tls",

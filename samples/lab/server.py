@@ -60,6 +60,7 @@ class Listener:
     tls_max: str = "1.3"
     route_host: str = ""
     route_port: int = 0
+    padding: int = 0  # bytes of INFO messages sent before the SELECT 1 result (big replies)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Listener:
@@ -422,7 +423,10 @@ class Simulator:
                 text = w.sql_batch_text(payload).strip()
                 queries.append(text[:200])
                 norm = " ".join(text.lower().split())
-                reply = w.select_one_result() if norm.startswith("select 1") else w.done()
+                if norm.startswith("select 1"):
+                    reply = padding_infos(c.lst.padding, c.lst.name) + w.select_one_result()
+                else:
+                    reply = w.done()
             elif ptype == w.PKT_RPC:
                 queries.append("<rpc>")
                 reply = w.select_one_result()[:-13] + w.done(w.DONE_COUNT, 0xC1, 1, w.TOK_DONEPROC)
@@ -451,6 +455,17 @@ class Simulator:
             c.record.setdefault("after_response_bytes", 0)
             c.record["after_response_bytes"] += len(data)
         c.record["end"] = "server_closed_after_wait"
+
+
+def padding_infos(size: int, server: str) -> bytes:
+    """INFO tokens totalling about ``size`` bytes: a reply spanning many packets and segments."""
+    out = bytearray()
+    n = 0
+    while len(out) < size:
+        n += 1
+        text = f"lab padding message {n}: " + "x" * 1900
+        out += w.info_or_error(w.TOK_INFO, 50000, 1, 0, text, server)
+    return bytes(out)
 
 
 def negotiate(lst: Listener, client: int) -> tuple[int, str]:
