@@ -606,3 +606,35 @@ def test_server_syn_ack_first_sets_roles(tmp_path: Path) -> None:
     assert start.client.port == 50000
     s = summaries(ev)[0]
     assert s.conn_state == "S1" and s.to_server.midstream and not s.to_client.midstream
+
+
+def test_unanswered_attempt_is_dropped_after_idle_time(tmp_path: Path) -> None:
+    w = Wire()
+    w.add(CLIENT, SERVER, "S", 1000)
+    other = ("10.0.0.5", 40000)
+    w.add(other, SERVER, "S", 1, gap_s=400.0)
+    w.add(CLIENT, SERVER, "S", 1000, gap_s=1.0)  # very late retry: same stream, continued
+    engine = TcpEngine()
+    cols = columns_from_pcap(w.write(tmp_path / "idle.pcap"))
+    names = [k for k in PacketColumns.__slots__ if k != "data"]
+    events: list[TcpEvent] = []
+    for i in range(len(cols)):
+        part = {k: getattr(cols, k)[i : i + 1] for k in names}
+        events += engine.feed(PacketColumns(data=cols.data, **part))
+        if i == 1:
+            assert engine.open_connections == 1  # the first attempt was summarised
+    events += engine.finish()
+    starts = [e for e in events if isinstance(e, StreamStart)]
+    assert [(s.stream, s.continued) for s in starts] == [(0, False), (1, False), (0, True)]
+    assert [e.summary.conn_state for e in events if isinstance(e, StreamEnd)] == ["S0"] * 3
+
+
+def test_acknowledged_bytes_are_not_kept(tmp_path: Path) -> None:
+    w = Wire()
+    w.handshake()
+    w.add(SERVER, CLIENT, "PA", 5001, 1001, b"x" * 1000)
+    w.add(CLIENT, SERVER, "A", 1001, 6001)
+    engine = TcpEngine()
+    engine.feed(columns_from_pcap(w.write(tmp_path / "acked.pcap")))
+    (conn,) = engine._open.values()
+    assert len(conn.db.recent) == 0 and conn.db.payload_bytes == 1000

@@ -25,9 +25,10 @@ address pair happens per batch with numpy, so dictionaries are touched once per 
 Connections that exist at a batch's start and stay uneventful skip most of the loop
 (`tcp_fastlane`); both paths give identical events (tests/test_tcp_fastlane.py).
 
-Not handled (yet): TCP headers quoted inside ICMP errors (Wireshark numbers them too, if the
-decoder ever hands them over they would open conversations here as well), and idle
-connections are never timed out (an unanswered SYN stays open until the capture ends).
+Unanswered attempts idle for `idle_ns` are summarised and dropped too (a later packet of the
+pair continues the same stream index, with `continued` set). Established connections are never
+timed out. Not handled (yet): TCP headers quoted inside ICMP errors, which Wireshark numbers
+as conversations too (the decoder does not hand them over).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ from tdslens.analyzer.tcp_events import (
 from tdslens.analyzer.tcp_reassembly import HALF, MASK, OOO_CAP, RECENT_LIMIT, Direction
 
 LINGER_NS = 2_000_000_000  # capture time a closed connection waits for stray packets
+# Capture time after which a connection attempt nobody answered (no SYN-ACK, no data) is
+# summarised and dropped; SYN retries give up well before (Linux ~127 s, Windows ~21 s).
+IDLE_NS = 300_000_000_000
 
 # Ports that say "this side is the server" when no SYN tells us (lower rank wins).
 _SQL_PORTS = {1433, 2433, 1434}
@@ -238,10 +242,15 @@ class TcpEngine:
     """
 
     def __init__(
-        self, ooo_cap: int = OOO_CAP, linger_ns: int = LINGER_NS, fast_lane: bool = True
+        self,
+        ooo_cap: int = OOO_CAP,
+        linger_ns: int = LINGER_NS,
+        fast_lane: bool = True,
+        idle_ns: int = IDLE_NS,
     ) -> None:
         self.ooo_cap = ooo_cap
         self.fast_lane = fast_lane  # False: every packet takes the exact per-packet path
+        self.idle_ns = idle_ns
         self.linger_ns = linger_ns
         # Every address pair seen: live state, or a compact (stream, base_a, base_b) record once
         # its connection ended, kept so that a reuse of the pair is numbered like Wireshark.
@@ -376,6 +385,7 @@ class TcpEngine:
             if fl & 0x07:
                 control(conn, snd, num, ts, seq, fl, pw, out)
             if fl & ACK:
+                rcv.acked = ack
                 d = (ack - rcv.nxt) & MASK
                 if d and d < HALF:  # beyond what we saw: FIN, probe or lost bytes (or nxt unknown)
                     rcv.ack_beyond(ack, num, out)
@@ -420,11 +430,30 @@ class TcpEngine:
             if fp is not None:
                 fast = fp.kind == 1
                 streams[rows[fast]] = fp.stream[fast]
+        now = int(cols.ts_ns[rows[-1]])
         if self._closing:
-            self._settle(int(cols.ts_ns[rows[-1]]), out)
+            self._settle(now, out)
+        self._sweep(now, out)
         if self._released:
             self._compact()
         return out
+
+    def _sweep(self, now: int, out: list[TcpEvent]) -> None:
+        """Per batch, over open connections: drop the retransmission-compare bytes of
+        directions whose bytes are all acknowledged (an idle pooled connection then holds
+        almost nothing), and end never-answered attempts idle for `idle_ns`."""
+        stale = now - self.idle_ns
+        for conn in list(self._open.values()):
+            for d in (conn.da, conn.db):
+                if d.recent and d.all_acked():
+                    d.recent = bytearray()
+            if (
+                conn.last_ts < stale
+                and conn.synack_frame is None
+                and not conn.da.payload_bytes
+                and not conn.db.payload_bytes
+            ):
+                self._end(conn, "end", out)
 
     def _compact(self) -> None:
         """Shrink pairs whose connection ended to a small record (after the batch, when no

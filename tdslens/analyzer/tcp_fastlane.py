@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tdslens.analyzer.packet_columns import ACK
-from tdslens.analyzer.tcp_reassembly import HALF, MASK, RECENT_KEEP, RECENT_LIMIT
+from tdslens.analyzer.tcp_reassembly import HALF, MASK, RECENT_LIMIT
 
 if TYPE_CHECKING:
     from tdslens.analyzer.tcp import _Flow
@@ -45,6 +45,7 @@ class FastPlan:
     nbytes: list[int]  # per (group*2 + side_b): fast payload bytes
     last_row: list[int]  # per group: last fast row
     tails: dict[int, list[tuple[int, int]]]  # (group*2 + side_b) -> (offset, len) of last data
+    last_ack: dict[int, int]  # (group*2 + side_b) -> the peer's last raw ACK among fast rows
 
 
 def plan(
@@ -169,6 +170,17 @@ def plan(
             strict=True,
         ):
             tails.setdefault(slot, []).append((r, ln))
+    # The peer's last ACK for each direction (rows of the other side with ACK set).
+    acking = (fl[rows] & ACK) != 0
+    last_ack: dict[int, int] = {}
+    if acking.any():
+        target = (2 * gk + sak)[acking]  # the slot of the direction being acknowledged
+        values = ack[rows][acking]
+        by_target = np.argsort(target, kind="stable")
+        t_sorted = target[by_target]
+        last = np.ones(len(t_sorted), dtype=bool)
+        last[:-1] = t_sorted[1:] != t_sorted[:-1]
+        last_ack = dict(zip(t_sorted[last].tolist(), values[by_target][last].tolist(), strict=True))
     return FastPlan(
         kind=kind,
         stream=row_stream,
@@ -179,6 +191,7 @@ def plan(
         nbytes=nbytes.tolist(),
         last_row=last_row.tolist(),
         tails=tails,
+        last_ack=last_ack,
     )
 
 
@@ -205,7 +218,9 @@ def apply(
             d.nxt = (d.nxt + n) & MASK
             tail = fp.tails.get(slot)
             if tail:
-                recent = d.recent
-                recent += b"".join([mv[p : p + ln] for p, ln in reversed(tail)])
-                if len(recent) > RECENT_LIMIT:
-                    del recent[: len(recent) - RECENT_KEEP]
+                d.recent += b"".join([mv[p : p + ln] for p, ln in reversed(tail)])
+                if len(d.recent) > RECENT_LIMIT:
+                    d.trim_recent()
+        ack = fp.last_ack.get(slot)
+        if ack is not None:
+            d.acked = ack

@@ -29,14 +29,15 @@ MASK = 0xFFFFFFFF
 HALF = 0x80000000
 
 OOO_CAP = 1 << 20  # bytes held out of order per direction before declaring a gap
-RECENT_LIMIT = 64 * 1024  # delivered bytes kept to compare retransmissions against
-RECENT_KEEP = 32 * 1024  # at most this much unacknowledged data survives a trim
+RECENT_LIMIT = 32 * 1024  # delivered bytes kept to compare retransmissions against
+RECENT_KEEP = 16 * 1024  # what a trim keeps (the newest bytes)
 
 
 class Direction:
     """Reassembly state of the bytes one side sends (and facts about them)."""
 
     __slots__ = (
+        "acked",
         "buffer_cap_hit",
         "conflict_frames",
         "fin_acked",
@@ -86,6 +87,7 @@ class Direction:
         self.off = 0
         self.midstream = True
         self.recent = bytearray()  # delivered bytes ending at `off`, for conflict checks
+        self.acked = -1  # the peer's latest raw ACK (for dropping `recent` once all is acked)
         self.ooo: list[tuple[int, int, int, bytes, int]] = []  # heap (off, frame, ts, data, wire)
         self.ooo_bytes = 0
         self.probe: tuple[int, int, bytes] | None = None  # held zero-window probe
@@ -289,8 +291,16 @@ class Direction:
             self._gap(wire_len - n, frame, "snaplen", out)
 
     def trim_recent(self) -> None:
-        """Keep the newest RECENT_KEEP bytes: retransmissions repeat recent, unacked data."""
-        del self.recent[: len(self.recent) - RECENT_KEEP]
+        """Keep the newest RECENT_KEEP bytes: retransmissions repeat recent, unacked data.
+        (A copy, so the larger allocation is freed.)"""
+        self.recent = self.recent[-RECENT_KEEP:]
+
+    def all_acked(self) -> bool:
+        """The peer has acknowledged every byte delivered (and our FIN, if sent)."""
+        if self.acked < 0 or self.nxt < 0:
+            return False
+        d = (self.acked - self.nxt) & MASK
+        return d == 0 or (d == 1 and self.fin_seq == self.nxt)
 
     def _gap(self, length: int, frame: int, reason: str, out: list[TcpEvent]) -> None:
         out.append(Gap(self.stream, self.from_client, self.off, length, frame, reason))
