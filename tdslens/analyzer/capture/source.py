@@ -8,7 +8,6 @@ Gzip is recognised by its magic bytes (1f 8b), never by the file name, and is st
 
 from __future__ import annotations
 
-import gzip
 import os
 import zlib
 from typing import BinaryIO
@@ -27,9 +26,7 @@ class ChunkSource:
         self._raw: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 - see close()
         self.compressed = self._raw.read(2) == GZIP_MAGIC
         self._raw.seek(0)
-        self._stream: BinaryIO = (
-            gzip.GzipFile(fileobj=self._raw, mode="rb") if self.compressed else self._raw
-        )
+        self._gunzip = Gunzip(self._raw) if self.compressed else None
         self.buf: bytes = b""
         self.pos = 0  # next unread byte in buf
         self.base = 0  # file offset (decompressed) of buf[0]
@@ -53,16 +50,12 @@ class ChunkSource:
             if len(self.buf) < max(self.chunk_size, need):
                 self.eof = True
             return self.available >= need
+        assert self._gunzip is not None
         while self.available < need and not self.eof:
-            want = max(self.chunk_size, need - self.available)
-            try:
-                chunk = self._stream.read(want)
-            except (EOFError, OSError, zlib.error) as exc:
-                # A cut or corrupt gzip stream: keep what was decompressed so far.
-                self.error = f"compressed stream is damaged ({exc})"
-                chunk = b""
+            chunk = self._gunzip.read(max(self.chunk_size, need - self.available))
             if not chunk:
                 self.eof = True
+                self.error = self._gunzip.error
                 break
             self.base += self.pos
             self.buf = self.buf[self.pos :] + chunk if self.available else chunk
@@ -99,14 +92,67 @@ class ChunkSource:
         """Write everything not yet consumed to `out` (decompressing on the way)."""
         out.write(self.buf[self.pos :])
         self.pos = len(self.buf)
-        try:
-            while chunk := self._stream.read(self.chunk_size):
+        if self._gunzip is not None:
+            while chunk := self._gunzip.read(self.chunk_size):
                 out.write(chunk)
-        except (EOFError, OSError, zlib.error) as exc:
-            self.error = f"compressed stream is damaged ({exc})"
+            self.error = self._gunzip.error
+        else:
+            while chunk := self._raw.read(self.chunk_size):
+                out.write(chunk)
         self.eof = True
 
     def close(self) -> None:
-        if self._stream is not self._raw:
-            self._stream.close()
         self._raw.close()
+
+
+class Gunzip:
+    """Streaming gunzip that keeps every byte it could decompress.
+
+    `gzip.GzipFile.read(n)` raises on a cut or corrupt stream and loses the whole last read;
+    a capture cut short by a full disk must still give its frames. Handles concatenated
+    gzip members; `error` says why the stream ended early, if it did."""
+
+    IN_CHUNK = 1 << 20
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.done = False
+        self.error: str | None = None
+        self.members = 0
+        self.fed = False  # the current member has been given input
+
+    def read(self, n: int) -> bytes:
+        out: list[bytes] = []
+        got = 0
+        while got < n and not self.done:
+            data = self.z.unconsumed_tail or self.raw.read(self.IN_CHUNK)
+            if not data:
+                if self.fed and not self.z.eof:
+                    self.error = "compressed stream is cut short (no gzip end marker)"
+                self.done = True
+                break
+            self.fed = True
+            try:
+                piece = self.z.decompress(data, max(n - got, 1 << 16))
+            except zlib.error as exc:
+                self.error = f"compressed stream is damaged ({exc})"
+                self.done = True
+                break
+            if piece:
+                out.append(piece)
+                got += len(piece)
+            if self.z.eof:
+                self.members += 1
+                rest = self.z.unused_data
+                if rest and not rest.startswith(GZIP_MAGIC):
+                    self.done = True  # trailing garbage after the last member: ignore it
+                    break
+                self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self.fed = bool(rest)
+                if rest:
+                    out_more = self.z.decompress(rest, max(n - got, 1 << 16))
+                    if out_more:
+                        out.append(out_more)
+                        got += len(out_more)
+        return b"".join(out)
