@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tls_records_util import Record, Session, make_session
 
 from tdslens.analyzer.keylog import KeyLog, parse_keylog
 from tdslens.dissectors.tls_decrypt import (
@@ -24,7 +25,6 @@ from tdslens.dissectors.tls_decrypt import (
     DecryptResult,
     TlsDecryptor,
 )
-from tests.tls_records_util import Record, Session, make_session
 
 BIG = bytes(range(256)) * 160  # 40 KB: several records of 16 KB
 EXCHANGES = (

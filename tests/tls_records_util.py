@@ -267,13 +267,18 @@ class Connection:
 
 
 def capture_records(path: Path) -> list[Connection]:
-    """Per TCP connection (client = the SYN's sender), the TLS records in frame order."""
+    """Per TCP connection (client = the SYN's sender), the TLS records in frame order.
+
+    Sequence numbers are followed (32-bit wrap ignored: lab captures are small), so
+    retransmissions are dropped and out-of-order segments wait for the hole before them.
+    """
     from scapy.layers.inet import IP, TCP
     from scapy.utils import rdpcap
 
     conns: dict[tuple, Connection] = {}
     units: dict[tuple, _Unwrapper] = {}
     next_seq: dict[tuple, int] = {}
+    pending: dict[tuple, dict[int, tuple[bytes, int]]] = {}
     for number, pkt in enumerate(rdpcap(str(path)), start=1):
         if TCP not in pkt or IP not in pkt:
             continue
@@ -293,16 +298,24 @@ def capture_records(path: Path) -> list[Connection]:
         if tcp.flags & 0x02:
             next_seq[dkey] = tcp.seq + 1
             continue
-        if not payload:
+        if not payload or dkey not in next_seq:
             continue
-        expected = next_seq.get(dkey, tcp.seq)
-        if tcp.seq + len(payload) <= expected:
-            continue  # retransmission
-        if tcp.seq < expected:
-            payload = payload[expected - tcp.seq :]
-        next_seq[dkey] = max(expected, tcp.seq) + len(payload)
+        # In-order delivery: park segments beyond a hole until the hole is filled.
+        held = pending.setdefault(dkey, {})
+        held.setdefault(tcp.seq, (payload, number))
         unwrap = units.setdefault(dkey, _Unwrapper(from_client))
-        conns[key].records.extend(unwrap.feed(payload, number))
+        while True:
+            expected = next_seq[dkey]
+            usable = [q for q, (d, _) in held.items() if q <= expected < q + len(d)]
+            for q in [q for q, (d, _) in held.items() if q + len(d) <= expected]:
+                del held[q]  # retransmitted bytes we already have
+            if not usable:
+                break
+            q = usable[0]
+            data, frame = held.pop(q)
+            data = data[expected - q :]
+            next_seq[dkey] = expected + len(data)
+            conns[key].records.extend(unwrap.feed(data, frame))
     return list(conns.values())
 
 

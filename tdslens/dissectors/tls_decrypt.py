@@ -230,11 +230,11 @@ class TlsDecryptor:
             ]  # fmt: skip
 
         if self.client_random is None or self.version is None:
-            what = "ClientHello" if self.client_random is None else "ServerHello"
-            return cannot(
-                DecryptFailure.HANDSHAKE_MISSING,
-                f"no {what} before encrypted data (the capture started late?)",
-            )
+            if self.client_random is None:
+                detail = "no ClientHello before encrypted data (the capture started late?)"
+            else:  # a lost ServerHello, or TLS 1.3 0-RTT early data (not decrypted)
+                detail = "no ServerHello before encrypted data (lost, or 0-RTT early data)"
+            return cannot(DecryptFailure.HANDSHAKE_MISSING, detail)
         if side.current is None and side.pending is None:
             reason, detail = side.missing or (DecryptFailure.NO_KEY, "no key for this session")
             return cannot(reason, detail)
