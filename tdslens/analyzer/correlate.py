@@ -311,9 +311,11 @@ def _finish(ctx: Context, g: _Gateway) -> Redirect:
     host, port = g.host, g.port
     if g.evidence is LinkEvidence.INFERRED and legs:
         port = legs[0].server.port
+        # DNS after the response is the best witness; SNI may repeat the gateway's name
+        # (tedious in strict mode does), so it only counts when it names something else.
         sni = r.clean_host(legs[0].tls.sni) if legs[0].tls is not None else None
+        host = host or _looked_up_after(ctx, legs[0], g)
         host = host or (sni if sni != ctx.names.get(g.conn.stream) else None)
-        host = host or ctx.names.get(legs[0].stream)
     client = g.conn.client.address
     last = legs[-1].tcp.last_ts_ns if legs else g.routed_ns + int(TIMING.follow_window_s * NS)
     dns = _dns_for(ctx, host, client, g.routed_ns, last)
@@ -362,7 +364,10 @@ def assign_roles(ctx: Context) -> list[ConnectionRole]:
     out = []
     for c in ctx.analysis.connections:
         role, why = _role(ctx, c)
-        out.append(ConnectionRole(c.stream, role, ctx.names.get(c.stream), None, why))
+        name = ctx.names.get(c.stream)
+        if c.stream in ctx.second_legs:  # the routed name, not a repeated gateway SNI
+            name = ctx.analysis.redirects[ctx.second_legs[c.stream]].target_host or name
+        out.append(ConnectionRole(c.stream, role, name, None, why))
     return out
 
 
