@@ -315,6 +315,17 @@ class TokenState(Enum):
     SKIPPING = "skipping"  # lost the thread: ignore bytes until the message ends
 
 
+# The whole state machine of a token stream: losing the thread (a token we cannot follow, a
+# bad length, a token over the cap, a capture gap) skips to the end of the message, and the
+# next message starts clean. Nothing else changes the state.
+TOKEN_TRANSITIONS: dict[tuple[TokenState, str], TokenState] = {
+    (TokenState.READY, "lost"): TokenState.SKIPPING,
+    (TokenState.SKIPPING, "lost"): TokenState.SKIPPING,
+    (TokenState.READY, "eom"): TokenState.READY,
+    (TokenState.SKIPPING, "eom"): TokenState.READY,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Col:
     name: str
@@ -382,7 +393,7 @@ class TokenStream:
                 )
             )
         self.buf.clear()
-        self.state = TokenState.READY
+        self.state = TOKEN_TRANSITIONS[(self.state, "eom")]
         self._cols = None
         return out
 
@@ -391,7 +402,7 @@ class TokenStream:
         self.buf.clear()
         self._rows = self._row_len = 0
         self._row_frames = []
-        self.state = TokenState.SKIPPING
+        self.state = TOKEN_TRANSITIONS[(self.state, "lost")]
 
     # -- parsing ----------------------------------------------------------------------------
 
