@@ -105,7 +105,8 @@ def cert_files(kind: str) -> tuple[str, str]:
 # -- in-memory sessions ----------------------------------------------------------------------
 
 _VERSIONS = {
-    "1.1": ssl.TLSVersion.TLSv1_1,  # only to check that old versions are refused clearly
+    "1.0": ssl.TLSVersion.TLSv1,  # old SQL Servers; OpenSSL needs @SECLEVEL=0 for these
+    "1.1": ssl.TLSVersion.TLSv1_1,
     "1.2": ssl.TLSVersion.TLSv1_2,
     "1.3": ssl.TLSVersion.TLSv1_3,
 }

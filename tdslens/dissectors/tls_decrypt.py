@@ -15,6 +15,8 @@ ClientHello / ServerHello (randoms, version, suite, encrypt_then_mac) to find th
 - TLS 1.2 (RFC 5246): master secret (``CLIENT_RANDOM`` line) -> PRF key block; each side
   switches to its keys at its ChangeCipherSpec. AES-GCM, ChaCha20-Poly1305 and AES-CBC with
   HMAC-SHA1/256/384 (explicit IV, MAC-then-encrypt or RFC 7366 encrypt-then-MAC).
+- TLS 1.0 / 1.1 (RFC 2246 / 4346), still met on old SQL Servers: AES-CBC with HMAC-SHA1, the
+  MD5+SHA1 PRF; TLS 1.0 chains each record's IV from the previous record's last block.
 - TLS 1.3 (RFC 8446): handshake traffic secrets from the ServerHello on, application traffic
   secrets after each side's Finished (and KeyUpdate). AES-GCM, AES-CCM, ChaCha20-Poly1305.
 
@@ -51,7 +53,7 @@ from .tls_keys import (
 
 CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA = 20, 21, 22, 23
 CLIENT_HELLO, SERVER_HELLO, FINISHED, KEY_UPDATE = 1, 2, 20, 24
-TLS1_2, TLS1_3 = 0x0303, 0x0304
+TLS1_0, TLS1_1, TLS1_2, TLS1_3 = 0x0301, 0x0302, 0x0303, 0x0304
 EXT_ENCRYPT_THEN_MAC, EXT_SUPPORTED_VERSIONS = 22, 43
 # RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest (no keys yet).
 HELLO_RETRY_RANDOM = bytes.fromhex(
@@ -74,7 +76,7 @@ class DecryptFailure(StrEnum):
 
     NO_KEY = "no_key"  # the key log has no (or not this) secret for the session
     UNSUPPORTED_SUITE = "unsupported_suite"  # a cipher suite we do not implement
-    UNSUPPORTED_VERSION = "unsupported_version"  # SSL 3.0 / TLS 1.0 / TLS 1.1
+    UNSUPPORTED_VERSION = "unsupported_version"  # SSL 3.0 (and anything unknown)
     HANDSHAKE_MISSING = "handshake_missing"  # capture started late: no ClientHello/ServerHello
     RSA_KEY_EXCHANGE = "rsa_key_exchange"  # RSA key transport and no secret: needs the RSA key
     AUTHENTICATION_FAILED = "authentication_failed"  # tag / MAC / padding check: wrong key
@@ -129,6 +131,7 @@ class _CipherState:
     aead: object | None
     seq: int = 0
     secret: bytes | None = None  # TLS 1.3 traffic secret, for KeyUpdate
+    chained_iv: bytes | None = None  # TLS 1.0 CBC: the last ciphertext block of the previous record
 
 
 @dataclass(slots=True)
@@ -252,6 +255,8 @@ class TlsDecryptor:
             opened = self._open_window(side.pending, ctype, version, fragment, window)
             if opened is not None:
                 side.current, side.pending = side.pending, None
+        if self.version == TLS1_0 and side.current is not None:
+            side.current.chained_iv = self._last_block(fragment)  # even when it failed
         if opened is None:
             side.failures += 1
             if len(fragment) < self._overhead():
@@ -367,7 +372,7 @@ class TlsDecryptor:
             return stripped[-1], stripped[:-1]
         header = seq.to_bytes(8, "big") + bytes([ctype]) + version.to_bytes(2, "big")
         if suite.cipher is Cipher.AES_CBC:
-            return self._open_cbc(suite, keys, header, ctype, fragment)
+            return self._open_cbc(state, header, ctype, fragment)
         if suite.cipher is Cipher.AES_GCM:  # RFC 5288: salt(4) + explicit nonce(8) in the record
             nonce, body = keys.iv + fragment[:8], fragment[8:]
         else:  # RFC 7905: ChaCha20 nonce is the IV xor the sequence number
@@ -380,22 +385,37 @@ class TlsDecryptor:
         except (InvalidTag, ValueError):
             return None
 
-    def _open_cbc(self, suite, keys, header, ctype, fragment):
-        """AES-CBC with an explicit IV (TLS 1.1+), MAC-then-encrypt or encrypt-then-MAC."""
+    def _last_block(self, fragment: bytes) -> bytes | None:
+        """TLS 1.0: the next record's IV is this record's last ciphertext block."""
+        suite = self.suite
+        if suite is None or suite.cipher is not Cipher.AES_CBC:
+            return None
+        body = fragment[: -MAC_LEN[suite.mac_name or "sha1"]] if self._etm else fragment
+        return body[-AES_BLOCK:] if len(body) >= AES_BLOCK else None
+
+    def _open_cbc(self, state: _CipherState, header, ctype, fragment):
+        """AES-CBC, MAC-then-encrypt or encrypt-then-MAC (RFC 7366). The IV is the first block
+        of the record from TLS 1.1 on; TLS 1.0 chains it from the previous record."""
+        suite, keys = state.suite, state.keys
         mac_len = MAC_LEN[suite.mac_name]
+        if self.version == TLS1_0:
+            iv = state.chained_iv if state.chained_iv is not None else keys.iv
+        else:
+            iv = None  # explicit: the first block of the record
+        least = AES_BLOCK if iv is not None else 2 * AES_BLOCK
         if self._etm:  # RFC 7366: the MAC covers IV + ciphertext and follows them
             body, mac = fragment[:-mac_len], fragment[-mac_len:]
-            if len(body) < 2 * AES_BLOCK or len(body) % AES_BLOCK:
+            if len(body) < least or len(body) % AES_BLOCK:
                 return None
             data = header + len(body).to_bytes(2, "big") + body
             if hmac_digest(suite.mac_name, keys.mac_key, data) != mac:
                 return None
-            padded = _cbc_decrypt(keys.key, body)
+            padded = _cbc_decrypt(keys.key, iv, body)
             content = _unpad(padded)
             return None if content is None else (ctype, content)
-        if len(fragment) < 2 * AES_BLOCK or len(fragment) % AES_BLOCK:
+        if len(fragment) < least or len(fragment) % AES_BLOCK:
             return None
-        padded = _cbc_decrypt(keys.key, fragment)
+        padded = _cbc_decrypt(keys.key, iv, fragment)
         unpadded = _unpad(padded)
         if unpadded is None or len(unpadded) < mac_len:
             return None
@@ -467,12 +487,17 @@ class TlsDecryptor:
             missing = (DecryptFailure.HANDSHAKE_MISSING, "no ClientHello (capture started late?)")
             client.missing = server.missing = missing
             return
-        if self.version not in (TLS1_2, TLS1_3):
+        if self.version not in (TLS1_0, TLS1_1, TLS1_2, TLS1_3):
             v = self.version or 0
             missing = (DecryptFailure.UNSUPPORTED_VERSION, f"TLS version 0x{v:04x}")
             client.missing = server.missing = missing
             return
-        if suite is None or suite.tls13 != (self.version == TLS1_3):
+        if (
+            suite is None
+            or suite.tls13 != (self.version == TLS1_3)
+            or (self.version in (TLS1_0, TLS1_1) and suite.cipher is not Cipher.AES_CBC)
+            or (self.version in (TLS1_0, TLS1_1) and suite.mac_name != "sha1")
+        ):
             detail = f"cipher suite 0x{self.suite_code or 0:04x}"
             if self.suite_code in RSA_KX_CODES and not self._has(
                 "CLIENT_RANDOM"
@@ -505,7 +530,9 @@ class TlsDecryptor:
                 missing = (DecryptFailure.NO_KEY, "no CLIENT_RANDOM (master secret) logged")
             client.missing = server.missing = missing
             return
-        ckeys, skeys = tls12_keys(suite, master, self.client_random, self.server_random or b"")
+        ckeys, skeys = tls12_keys(
+            suite, master, self.client_random, self.server_random or b"", self.version
+        )
         client.pending = _tls12_state(suite, ckeys)
         server.pending = _tls12_state(suite, skeys)
 
@@ -543,10 +570,12 @@ def _xor_seq(iv: bytes, seq: int) -> bytes:
     return (int.from_bytes(iv, "big") ^ seq).to_bytes(len(iv), "big")
 
 
-def _cbc_decrypt(key: bytes, body: bytes) -> bytes:
-    """Explicit IV (first block) then ciphertext."""
-    dec = _Cipher(algorithms.AES(key), modes.CBC(body[:AES_BLOCK])).decryptor()
-    return dec.update(body[AES_BLOCK:]) + dec.finalize()
+def _cbc_decrypt(key: bytes, iv: bytes | None, body: bytes) -> bytes:
+    """AES-CBC; with ``iv`` None the first block of ``body`` is the (explicit) IV."""
+    if iv is None:
+        iv, body = body[:AES_BLOCK], body[AES_BLOCK:]
+    dec = _Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    return dec.update(body) + dec.finalize()
 
 
 def _unpad(padded: bytes) -> bytes | None:

@@ -42,7 +42,7 @@ class Suite:
     kx: KeyExchange
     cipher: Cipher
     key_len: int
-    hash_name: str  # "sha256" / "sha384": TLS 1.2 PRF and TLS 1.3 HKDF hash
+    hash_name: str  # "sha256" / "sha384": TLS 1.2 PRF and TLS 1.3 HKDF hash (not TLS 1.0/1.1)
     mac_name: str | None = None  # CBC only: "sha1" / "sha256" / "sha384"
 
     @property
@@ -99,6 +99,7 @@ SUITES: dict[int, Suite] = {
 RSA_KX_CODES = frozenset({0x000A, 0x0005, 0x0004, 0x009C, 0x009D, 0x002F, 0x0035, 0x003C, 0x003D})
 
 HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "md5": hashes.MD5,
     "sha1": hashes.SHA1,
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
@@ -116,7 +117,18 @@ def hmac_digest(hash_name: str, key: bytes, data: bytes) -> bytes:
 
 def prf_tls12(hash_name: str, secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
     """RFC 5246 5: PRF(secret, label, seed) = P_hash(secret, label + seed)."""
-    seed = label + seed
+    return _p_hash(hash_name, secret, label + seed, length)
+
+
+def prf_tls10(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
+    """RFC 2246 5 / RFC 4346 5 (TLS 1.0, 1.1): P_MD5 on one half of the secret xor P_SHA1."""
+    half = (len(secret) + 1) // 2
+    md5 = _p_hash("md5", secret[:half], label + seed, length)
+    sha1 = _p_hash("sha1", secret[len(secret) - half :], label + seed, length)
+    return bytes(a ^ b for a, b in zip(md5, sha1, strict=True))
+
+
+def _p_hash(hash_name: str, secret: bytes, seed: bytes, length: int) -> bytes:
     out = b""
     a = seed
     while len(out) < length:
@@ -141,19 +153,23 @@ class TrafficKeys:
     mac_key: bytes = b""
 
 
-def tls12_keys(suite: Suite, master: bytes, client_random: bytes, server_random: bytes):
-    """RFC 5246 6.3 key block -> (client keys, server keys)."""
+def tls12_keys(
+    suite: Suite, master: bytes, client_random: bytes, server_random: bytes, version: int = 0x0303
+) -> tuple[TrafficKeys, TrafficKeys]:
+    """RFC 5246 6.3 key block -> (client keys, server keys); TLS 1.0/1.1 use their own PRF."""
     mac_len = MAC_LEN[suite.mac_name] if suite.mac_name else 0
     if suite.cipher is Cipher.AES_CBC:
-        iv_len = AES_BLOCK  # unused in TLS 1.1+ (explicit IV), but still in the key block
+        iv_len = AES_BLOCK  # TLS 1.0's first IV; unused from TLS 1.1 on (explicit IV)
     elif suite.cipher is Cipher.CHACHA20_POLY1305:
         iv_len = 12  # RFC 7905: the whole nonce base
     else:
         iv_len = 4  # RFC 5288: the implicit (salt) part of the GCM nonce
     total = 2 * (mac_len + suite.key_len + iv_len)
-    block = prf_tls12(
-        suite.hash_name, master, b"key expansion", server_random + client_random, total
-    )
+    seed = server_random + client_random
+    if version < 0x0303:
+        block = prf_tls10(master, b"key expansion", seed, total)
+    else:
+        block = prf_tls12(suite.hash_name, master, b"key expansion", seed, total)
     parts = []
     p = 0
     for n in (mac_len, mac_len, suite.key_len, suite.key_len, iv_len, iv_len):
