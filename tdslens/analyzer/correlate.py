@@ -345,12 +345,15 @@ def _outcome(ctx: Context, g: _Gateway, legs: list[ConnectionRecord], dns: list)
     if any(r.logged_in(c) for c in legs):
         return RedirectOutcome.CONNECTED
     last = legs[-1]
-    if not r.answered_syn(last):
-        if last.tcp.conn_state == "REJ":
-            return RedirectOutcome.REFUSED
-        if len(last.tcp.syn_frames) < 2 and ctx.end_ns - last.tcp.first_ts_ns < 3 * NS:
+    if last.tcp.conn_state == "REJ":
+        return RedirectOutcome.REFUSED
+    if r.syn_only(last):
+        recent = ctx.end_ns - last.tcp.first_ts_ns < TIMING.syn_retry_s * NS
+        if len(last.tcp.syn_frames) < 2 and recent:
             return RedirectOutcome.UNKNOWN  # one SYN at the very end of the capture
         return RedirectOutcome.BLOCKED
+    if last.tcp.synack_frame is None and last.tcp.syn_frames:
+        return RedirectOutcome.UNKNOWN  # the client went on: the capture misses the answers
     still_open = last.tcp.conn_state == "S1" and last.tcp.last_ts_ns >= ctx.end_ns
     if still_open and last.phase(PhaseName.LOGIN_RESPONSE) is None:
         return RedirectOutcome.UNKNOWN  # still logging in when the capture ended

@@ -245,7 +245,7 @@ def _who(c: ConnectionRecord) -> str:
 
 def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
     t = c.tcp
-    if not t.syn_frames or t.synack_frame is not None or t.rst_side == "server":
+    if not r.syn_only(c):
         return None
     times = ", ".join(f"+{x:g} s" for x in r.syn_offsets_s(c))
     return make(
@@ -473,12 +473,19 @@ def result_hidden(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | No
     p = c.phase(PhaseName.LOGIN_RESPONSE)
     if p is None or not p.inferred:
         return None
+    only = {x.server.port for x in ctx.analysis.connections} == {c.server.port}
+    filtered = (
+        f" Every connection in the capture is on port {c.server.port} and there is no DNS: "
+        "if the capture was filtered, a second leg may be missing."
+        if only and not ctx.analysis.dns
+        else ""
+    )
     return make(
         "LOGIN_RESULT_HIDDEN",
         "Encrypted login answered, then the connection closed without any request",
         f"The login response (frame {p.last_frame}) is encrypted and the client sent no request "
         "after it. A failed login, a redirect whose second leg is not in the capture, and a "
-        "bare connection test all look like this; the capture alone cannot tell which.",
+        "bare connection test all look like this; the capture alone cannot tell which." + filtered,
         [c.stream],
         [p.first_frame, p.last_frame],
     )
@@ -623,13 +630,14 @@ def tds_too_old(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
     version = c.login.tds_version if c.login is not None else None
     if version is None or version[0] != "7" or version >= "7.4":
         return []
-    if role not in (Role.GATEWAY, Role.PROXY, Role.WORKER):
-        return []
+    if role not in (Role.GATEWAY, Role.PROXY) or c.stream in ctx.gateway_of:
+        return []  # a redirect that happened proves the version was enough
     return [
         make(
             "CLIENT_TDS_TOO_OLD",
             f"The client logs in with TDS {version}: Azure SQL cannot redirect it",
-            f"LOGIN7 (frame {c.login.frame}) asks for TDS {version}. Redirect needs TDS 7.4.",
+            f"LOGIN7 (frame {c.login.frame}) asks for TDS {version}. Redirect needs TDS 7.4: "
+            "Azure SQL keeps older clients on the gateway (Proxy) whatever the policy.",
             [c.stream],
             [c.login.frame],
         )
@@ -666,11 +674,30 @@ def damaged(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
     return out
 
 
+def orphan_second_leg(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
+    """A worker leg no gateway leg explains: the capture (or this client address) misses it."""
+    if role is not Role.WORKER or c.stream in ctx.second_legs:
+        return []
+    return [
+        make(
+            "CAPTURE_INCOMPLETE",
+            f"Second leg to {c.server} without its gateway leg",
+            f"{_who(c)} goes to a redirect port (or a worker name), but no gateway leg from "
+            f"{c.client.address} comes before it: the capture started after the gateway leg, "
+            "a filter hid it, or the client's address changed between legs (NAT), which only "
+            "a readable routing token can bridge.",
+            [c.stream],
+            [c.tcp.first_frame],
+        )
+    ]
+
+
 def _first_frame(ctx: Context) -> int:
     return min((c.tcp.first_frame for c in ctx.analysis.connections), default=0)
 
 
 SIDE_RULES: list[SideRule] = [
+    orphan_second_leg,
     slow_login,
     retransmissions,
     zero_window,
@@ -821,6 +848,22 @@ def capture_findings(ctx: Context) -> list[Finding]:
                 f"{p.message} (frame {p.frame}); what follows it is not analysed.",
                 [],
                 [p.frame] if p.frame else [],
+            )
+        )
+    one_way = [
+        c.stream
+        for c in a.connections
+        if c.tcp.to_server.payload_bytes and not c.tcp.to_client.packets
+    ]
+    if one_way and all(not c.tcp.to_client.packets for c in a.connections):
+        out.append(
+            make(
+                "CAPTURE_INCOMPLETE",
+                "The capture holds only one direction of traffic",
+                "Clients send data but no packet from any server is in the capture (a one-way "
+                "SPAN port or filter): answers, refusals and routing cannot be seen.",
+                one_way,
+                [a.connections[0].tcp.first_frame] if a.connections else [],
             )
         )
     small = [i.snaplen for i in a.capture.interfaces if 0 < i.snaplen < 1500]

@@ -45,6 +45,7 @@ class Timing:
     slow_login_s: float = 5.0  # SYN → end of login response slower than this is slow
     slow_phase_s: float = 2.0  # one phase slower than this is named in SLOW_LOGIN
     capture_tail_s: float = 1.0  # the capture ending this soon after a routing may hide legs
+    syn_retry_s: float = 3.0  # a lone SYN this close to the capture's end may yet be answered
 
 
 TIMING = Timing()
@@ -179,8 +180,10 @@ def data_exchanged(conn: ConnectionRecord) -> bool:
 def logged_in(conn: ConnectionRecord) -> bool:
     """The login visibly succeeded: LOGINACK seen, or (encrypted) the session carried data."""
     r = conn.response
-    if r is not None and (r.login_ack or r.routing is not None):
-        return r.login_ack and not _login_error(conn)
+    if r is not None and r.routing is not None:
+        return False  # routed: the session is elsewhere
+    if r is not None and r.login_ack:
+        return not _login_error(conn)
     return conn.phase(PhaseName.LOGIN_RESPONSE) is not None and data_exchanged(conn)
 
 
@@ -214,6 +217,22 @@ def closed_after_response(conn: ConnectionRecord, strict: bool = False) -> bool:
 
 def answered_syn(conn: ConnectionRecord) -> bool:
     return conn.tcp.synack_frame is not None
+
+
+def syn_only(conn: ConnectionRecord) -> bool:
+    """Only SYNs from the client and nothing back: what a dropped SYN looks like.
+
+    A client that goes on sending data got an answer the capture missed (a one-way capture),
+    so that is not "unanswered".
+    """
+    t = conn.tcp
+    return (
+        bool(t.syn_frames)
+        and t.synack_frame is None
+        and t.rst_side is None
+        and t.to_client.packets == 0
+        and t.to_server.payload_bytes == 0
+    )
 
 
 def syn_offsets_s(conn: ConnectionRecord) -> list[float]:
