@@ -327,6 +327,16 @@ def snaplen_truncated(p: Path) -> Path:
 
 
 @case
+def odd_ip_lengths(p: Path) -> Path:
+    return craft.write_pcap(p, [
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2", len=0) / TCP(sport=1) / Raw(b"a" * 100),
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2", len=500) / TCP(sport=2) / Raw(b"b" * 99),
+        eth() / IPv6(src="2001:db8::1", dst="2001:db8::2", plen=0) / TCP(sport=3) / Raw(b"c"),
+        eth() / IPv6(src="2001:db8::1", dst="2001:db8::2", plen=900) / TCP(sport=4) / Raw(b"d"),
+    ])  # fmt: skip
+
+
+@case
 def modified_pcap(p: Path) -> Path:
     return craft.write_pcap(p, [eth() / ip4(1), eth() / ip6(2)], modified=True)
 
@@ -383,6 +393,18 @@ def netmon_2_3_truncated(p: Path) -> Path:
     return craft.write_netmon(
         p, [eth() / ip4(1), craft.truncated(eth() / ip4(2, bytes(500)), 80)], minor=3
     )
+
+
+@case
+def pcapng_numbered_non_packets(p: Path) -> Path:
+    """Journal and custom blocks take frame numbers in Wireshark; statistics and names don't."""
+    journal = craft.block("<", 9, b"__REALTIME_TIMESTAMP=1700000000000000\nMESSAGE=hi\n")
+    custom = craft.block("<", 0xBAD, struct.pack("<I", 32473) + b"custom")
+    custom_nocopy = craft.block("<", 0x40000BAD, struct.pack("<I", 32473) + b"custom")
+    stats = craft.block("<", 5, struct.pack("<III", 0, 0, 0))
+    names = craft.block("<", 4, struct.pack("<HH", 0, 0))
+    blocks = [(1, journal), (2, custom), (2, custom_nocopy), (3, stats), (3, names)]
+    return craft.write_pcapng(p, [eth() / ip4(i) for i in range(4)], blocks=blocks)
 
 
 def test_fast_path_and_slow_path_agree_on_every_case(tmp_path):

@@ -64,13 +64,14 @@ _COLUMNS = (
 
 
 def decode_batch(
-    batch: FrameBatch, fast: bool = True
+    batch: FrameBatch, fast: bool = True, path: str = ""
 ) -> tuple[PacketColumns, list[CaptureProblem]]:
-    """Decode one batch on its own (IP fragments are reassembled within the batch only).
+    """Decode one batch on its own: IP fragments are reassembled within the batch only.
 
-    Use a `Decoder` to reassemble fragments that straddle batches. `fast=False` sends every
-    frame through the slow path (for tests)."""
-    decoder = Decoder(path="", fast=fast)
+    Reading a whole file, prefer one `Decoder(path)` for all its batches: it reassembles
+    fragments that straddle batches and names the file in its problems. `fast=False` sends
+    every frame through the slow path (for tests)."""
+    decoder = Decoder(path=path, fast=fast)
     columns, problems = decoder.decode(batch)
     return columns, problems + decoder.finish()
 
@@ -394,9 +395,11 @@ class _Slow:
         total = _U16(buf, p + 2)[0]
         if total == 0:  # TCP segmentation offload: the length is the frame's (as Wireshark)
             total = wire_left
-        if total < ihl or total > wire_left:
-            self.problem(number, f"IPv4 total length {total} does not fit the frame")
-            return
+        if total > wire_left:  # as Wireshark: believe the frame, and say so
+            self.problem(number, f"IPv4 total length {total} exceeds the frame ({wire_left} bytes)")
+            total = wire_left
+        if total < ihl:
+            return  # malformed: the header does not fit the stated length
         src, dst = _U32(buf, p + 12)[0], _U32(buf, p + 16)[0]
         frag = _U16(buf, p + 6)[0]
         ip_end = p + total
@@ -425,11 +428,15 @@ class _Slow:
         if p + 40 > end or buf[p] >> 4 != 6:
             return
         plen = _U16(buf, p + 4)[0]
-        if plen == 0:  # jumbogram or segmentation offload: take the frame's length
-            plen = wire_left - 40
+        if plen == 0:
+            if buf[p + 6] != 0:
+                return  # no hop-by-hop header for a jumbo option: malformed (as Wireshark)
+            plen = wire_left - 40  # jumbogram: the length is the frame's
         if 40 + plen > wire_left:
-            self.problem(number, f"IPv6 payload length {plen} does not fit the frame")
-            return
+            self.problem(
+                number, f"IPv6 payload length {plen} exceeds the frame ({wire_left - 40} bytes)"
+            )
+            plen = wire_left - 40
         src_hi, src_lo = _Q2(buf, p + 8)
         dst_hi, dst_lo = _Q2(buf, p + 24)
         ip_end = p + 40 + plen

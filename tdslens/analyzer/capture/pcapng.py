@@ -10,7 +10,8 @@ Reference: draft-ietf-opsawg-pcapng. What matters for reading correctly:
 * A Simple Packet Block (SPB) belongs to the section's first interface, has no timestamp and
   its captured length is the block's room, limited by that interface's snap length.
 * Decryption Secrets Blocks are kept in ``reader.secrets``; every other block is skipped by its
-  length. Wireshark numbers only packet records, and so do we.
+  length. Frame numbers count what Wireshark shows as frames: packet blocks, and also systemd
+  journal and custom blocks (counted, then skipped: they are not packets).
 
 Speed: EPBs are the hot case; the walk appends their offsets and the fields are gathered with
 numpy afterwards. Everything else is handled in Python when met.
@@ -32,6 +33,9 @@ from tdslens.analyzer.frames import CaptureError, FrameBatch, Interface
 
 SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 SHB, IDB, PB, SPB, EPB, DSB = 0x0A0D0D0A, 1, 2, 3, 6, 0x0000000A
+# Blocks that are not packets but that Wireshark still shows (and numbers) as frames:
+# systemd Journal Export Blocks and custom blocks (copyable or not).
+NUMBERED_NON_PACKETS = frozenset({9, 0x00000BAD, 0x40000BAD})
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 OPT_END, IF_NAME, IF_TSRESOL, IF_TSOFFSET = 0, 2, 9, 14
 MAX_BLOCK = MAX_RECORD + 4096
@@ -156,6 +160,8 @@ class PcapngReader(CaptureReader):
             if snap:
                 caplen = min(caplen, snap)
             return (g, 0, caplen, origlen, off + 12)
+        elif btype in NUMBERED_NON_PACKETS:
+            return ("skip",)  # a frame number, but nothing for us to decode
         elif btype == EPB:  # shorter than its fixed fields
             self._problem(number, f"enhanced packet block of {blen} bytes is too short; skipped")
             return ("skip",)
