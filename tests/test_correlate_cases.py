@@ -480,3 +480,136 @@ def test_unrelated_traffic_gets_no_attempt(tmp_path):
     a = write(tmp_path, _packets(web))
     assert a.attempts == [] and a.findings == []
     assert a.verdict is not None and a.verdict.result == "empty"
+
+
+# -- what the capture cannot tell, and the rarer rules -----------------------------------------
+
+
+def test_private_link_port_is_linked_by_timing_only_and_says_so(tmp_path):
+    """A redirect to a port outside the ranges (6188 in a real private-endpoint case), no DNS,
+    no SNI: only timing ties the legs, so the link is marked ambiguous and says why."""
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway(sni=""))),
+        _packets(Session(("10.0.0.2", 50001), ("10.0.7.7", 6188), 0.05, syn="drop")),
+    )
+    (red,) = a.redirects
+    assert red.ambiguous and red.reasons[-1].startswith("weak: only timing")
+    assert red.outcome is RedirectOutcome.BLOCKED
+    assert role(a, 0) is Role.GATEWAY  # unknown target name: an Azure gateway's redirect
+
+
+def test_timing_never_links_to_web_ports_or_a_later_connection(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway(sni=""))),
+        _packets(Session(("10.0.0.2", 50001), ("10.0.7.7", 443), 0.05, syn="drop")),
+        _packets(Session(("10.0.0.2", 50002), ("10.0.7.8", 6188), 0.06, syn="drop")),
+    )
+    assert a.redirects == []  # 443 is not SQL, and 6188 is not the next connection
+
+
+def test_worker_login_answered_inside_tls_then_closed_is_unknown(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50001), WK, 0.06, encrypted_gateway(sni=WORKER_NAME))),
+    )
+    (red,) = a.redirects
+    assert red.outcome is RedirectOutcome.ANSWERED
+    assert errors(a) == []
+    assert a.attempts[0].verdict.result == "unknown"
+    assert a.attempts[0].verdict.finding == "LOGIN_RESULT_HIDDEN"
+
+
+def test_tls13_client_quitting_after_the_server_handshake(tmp_path):
+    """TLS 1.3 hides the client's alert: a client rejecting the certificate just closes."""
+    flights = [
+        (True, packet(0x12, client_prelogin(0x01)), 0.001),
+        (False, packet(0x04, server_prelogin(0x01)), 0.001),
+        (True, packet(0x12, tls_record(22, client_hello(sni=GATEWAY_NAME))), 0.001),
+        (
+            False,
+            packet(
+                0x12,
+                tls_record(22, server_hello(version=0x0304, cipher=0x1302))
+                + tls_record(20, b"\x01")
+                + tls_record(23, bytes(900)),
+            ),
+            0.002,
+        ),
+        (True, packet(0x12, tls_record(23, bytes(19))), 0.003),
+    ]
+    a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, flights)))
+    assert a.attempts[0].verdict.finding == "TLS_HANDSHAKE_FAILED"
+    (f,) = [f for f in a.findings if f.code == "TLS_HANDSHAKE_FAILED"]
+    assert "certificate" in f.detail
+
+
+def test_capture_cut_during_login_is_unknown(tmp_path):
+    flights = encrypted_gateway()[:5]  # stops inside the TLS handshake, connection still open
+    a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, flights, close=None)))
+    assert errors(a) == []
+    assert a.attempts[0].verdict.result == "unknown"
+    assert a.attempts[0].verdict.finding == "CAPTURE_INCOMPLETE"
+
+
+def test_worker_leg_without_its_gateway_leg(tmp_path):
+    a = write(
+        tmp_path, _packets(Session(("10.0.0.2", 50001), WK, 0.0, encrypted_session(WORKER_NAME)))
+    )
+    assert role(a, 0) is Role.WORKER
+    assert [f.code for f in a.findings] == ["CAPTURE_INCOMPLETE"]
+    assert a.attempts[0].verdict.result == "ok"
+
+
+def test_one_way_capture_is_not_called_unreachable(tmp_path):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    pkts = []
+    for i, (flags, data) in enumerate(
+        [("S", b""), ("A", b""), ("PA", packet(0x12, client_prelogin(1)))]
+    ):
+        p = (
+            Ether(**MACS)
+            / IP(src="10.0.0.2", dst=GW[0])
+            / TCP(sport=50000, dport=1433, flags=flags)
+        )
+        p = p / data if data else p
+        p.time = 0.01 * i
+        pkts.append(p)
+    a = write(tmp_path, pkts)
+    assert "GATEWAY_UNREACHABLE" not in errors(a)
+    assert any(f.code == "CAPTURE_INCOMPLETE" and "one direction" in f.title for f in a.findings)
+
+
+def test_not_followed_names_where_the_client_went_instead(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.01, clear_routed_gateway(WORKER_NAME, 11042))),
+        _dns("10.0.0.2", WORKER_NAME, WK[0], 0.05),
+        _packets(Session(("10.0.0.2", 50001), (WK[0], 1433), 0.06, syn="drop")),
+    )
+    red = a.redirects[0]
+    assert red.outcome is RedirectOutcome.NOT_FOLLOWED
+    (f,) = [f for f in a.findings if f.code == "REDIRECT_NOT_FOLLOWED"]
+    assert f"{WK[0]}:1433 instead" in f.detail
+
+
+def test_old_tds_client_on_a_proxy_session(tmp_path):
+    from tds_bytes import login7
+
+    response = loginack(0x730B0003) + done()
+    flights = [
+        (True, packet(0x12, client_prelogin(0x02)), 0.001),
+        (False, packet(0x04, server_prelogin(0x02)), 0.001),
+        (True, message(0x10, login7(tds_version=0x730B0003, server=GATEWAY_NAME)), 0.001),
+        (False, message(0x04, response), 0.005),
+        (True, message(0x01, "select 1".encode("utf-16-le")), 0.001),
+        (False, message(0x04, done()), 0.001),
+    ]
+    a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, flights)))
+    codes = [f.code for f in a.findings]
+    assert "CLIENT_TDS_TOO_OLD" in codes and "PROXY_POLICY_IN_USE" in codes
+    assert errors(a) == [] and a.attempts[0].verdict.result == "ok"

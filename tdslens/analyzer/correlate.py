@@ -200,7 +200,43 @@ def _inferred_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str]
     sni = c.tls.sni if c.tls is not None else None
     if r.is_worker_name(sni):
         why.append(f"TLS SNI names an Azure worker ({sni})")
+    if not why and g.legs and c.server == g.legs[-1].server:
+        why.append("another try at the same second leg")
+    if not why and _right_after(g, c) and _is_next(ctx, g, c):
+        after = _ms(c.tcp.first_ts_ns - g.routed_ns)
+        why.append(
+            f"weak: only timing; the client's next connection, {after} after the response, "
+            f"to port {c.server.port} outside the redirect ranges"
+        )
     return why or None
+
+
+# Ports that are surely not a routed SQL endpoint: a timing-only link never goes there.
+NOT_SQL_PORTS = frozenset({21, 22, 25, 53, 80, 88, 123, 135, 389, 443, 445, 636, 3389, 5985, 8080})
+
+
+def _right_after(g: _Gateway, c: ConnectionRecord) -> bool:
+    """The very next thing this client did, on a port that may be a private-link redirect."""
+    return (
+        not g.legs
+        and c.server.port not in NOT_SQL_PORTS
+        and c.server.address != g.conn.server.address
+        and c.tcp.first_ts_ns - g.routed_ns <= TIMING.next_connection_s * NS
+    )
+
+
+def _is_next(ctx: Context, g: _Gateway, c: ConnectionRecord) -> bool:
+    """No other connection from this client started between the response and `c`."""
+    return not any(
+        o.client.address == c.client.address
+        and g.routed_ns <= o.tcp.first_ts_ns < c.tcp.first_ts_ns
+        and o is not c
+        for o in ctx.analysis.connections
+    )
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.0f} ms"
 
 
 def _looked_up_after(ctx: Context, c: ConnectionRecord, g: _Gateway) -> str | None:
@@ -254,6 +290,7 @@ def _pair(
             g, why = (same_target or fits)[-1]
         if not g.legs:
             g.reasons.extend(why)
+            g.ambiguous = g.ambiguous or why[0].startswith("weak:")
         g.legs.append(c)
         claimed.add(c.stream)
 
@@ -357,7 +394,13 @@ def _outcome(ctx: Context, g: _Gateway, legs: list[ConnectionRecord], dns: list)
     still_open = last.tcp.conn_state == "S1" and last.tcp.last_ts_ns >= ctx.end_ns
     if still_open and last.phase(PhaseName.LOGIN_RESPONSE) is None:
         return RedirectOutcome.UNKNOWN  # still logging in when the capture ended
+    if r.closed_after_response(last, strict=True) and not _visible_error(last):
+        return RedirectOutcome.ANSWERED  # a login test, or a refusal: TLS hides which
     return RedirectOutcome.FAILED
+
+
+def _visible_error(c: ConnectionRecord) -> bool:
+    return c.response is not None and any(m.kind == "error" for m in c.response.messages)
 
 
 # -- roles -------------------------------------------------------------------------------------
@@ -402,13 +445,18 @@ def _role(ctx: Context, c: ConnectionRecord) -> tuple[Role, list[str]]:
 
 
 def _azure_redirect(ctx: Context, red: Redirect) -> bool:
-    """An Azure redirect (gateway → worker) rather than Always On read-only routing."""
+    """An Azure redirect (gateway → worker) rather than Always On read-only routing.
+
+    With no name on either side nothing says Always On, and tdslens takes the Azure reading.
+    """
     gateway_name = ctx.names.get(red.gateway)
-    return (
-        (red.target_port is not None and r.in_redirect_range(red.target_port))
-        or r.is_worker_name(red.target_host)
-        or (r.is_azure_name(gateway_name) and r.is_azure_name(red.target_host))
-    )
+    if red.target_port is not None and r.in_redirect_range(red.target_port):
+        return True
+    if r.is_worker_name(red.target_host):
+        return True
+    if red.target_host is None:
+        return gateway_name is None or r.is_azure_name(gateway_name)
+    return r.is_azure_name(gateway_name) and r.is_azure_name(red.target_host)
 
 
 # -- attempts ----------------------------------------------------------------------------------

@@ -350,6 +350,18 @@ def tls_failed(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
             [c.stream],
             [tls.alert_frame or 0],
         )
+    if _client_quit_after_tls13(c) and not alert:
+        return make(
+            "TLS_HANDSHAKE_FAILED",
+            "The client closed the connection right after the server's TLS 1.3 handshake",
+            "The server sent its TLS 1.3 handshake; the client answered with at most one "
+            f"encrypted record and closed the connection in frame {close.first_frame} without "
+            "logging in. In TLS 1.3 a client's alert is encrypted, so this is how a client "
+            "that rejects the server certificate looks (untrusted issuer, name mismatch: "
+            "Encrypt=yes without TrustServerCertificate and a self-signed certificate).",
+            [c.stream],
+            [close.first_frame],
+        )
     if not tls.handshake_complete and (alert or close is not None):
         offered = ", ".join(tls.client_versions) or "no ClientHello seen"
         hint = ""
@@ -367,18 +379,6 @@ def tls_failed(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
             + hint,
             [c.stream],
             [tls.alert_frame or 0, close.first_frame if close else 0],
-        )
-    if _client_quit_after_tls13(c):
-        return make(
-            "TLS_HANDSHAKE_FAILED",
-            "The client closed the connection right after the server's TLS 1.3 handshake",
-            "The server sent its TLS 1.3 handshake; the client answered with at most one "
-            f"encrypted record and closed the connection in frame {close.first_frame} without "
-            "logging in. In TLS 1.3 a client's alert is encrypted, so this is how a client "
-            "that rejects the server certificate looks (untrusted issuer, name mismatch: "
-            "Encrypt=yes without TrustServerCertificate and a self-signed certificate).",
-            [c.stream],
-            [close.first_frame],
         )
     login = c.phase(PhaseName.LOGIN)
     if login is not None and login.inferred and _closed_by(c) == "server" and close is not None:
@@ -789,6 +789,9 @@ def redirect_not_followed(ctx: Context, red: Redirect) -> Finding:
         )
     else:
         why = "The driver does not follow routing, or a filter hid the second leg."
+    elsewhere = _next_elsewhere(ctx, red)
+    if elsewhere:
+        why += f" The client's next connection went to {elsewhere} instead."
     return make(
         "REDIRECT_NOT_FOLLOWED",
         f"Routing to {_target(red)} received, no connection to it",
@@ -797,6 +800,21 @@ def redirect_not_followed(ctx: Context, red: Redirect) -> Finding:
         [red.gateway],
         red.frames,
     )
+
+
+def _next_elsewhere(ctx: Context, red: Redirect) -> str | None:
+    """Where the routed client connected next, if not to the target (port mapping, NAT?)."""
+    gw = ctx.by_stream[red.gateway]
+    start = gw.tcp.first_ts_ns
+    later = [
+        c
+        for c in ctx.analysis.connections
+        if c.client.address == gw.client.address
+        and c.tcp.first_ts_ns > start
+        and c.server != gw.server
+        and c.tcp.first_ts_ns - start <= TIMING.follow_window_s * NS
+    ]
+    return str(min(later, key=lambda c: c.tcp.first_ts_ns).server) if later else None
 
 
 def redirect_login_failed(ctx: Context, red: Redirect) -> Finding:
@@ -810,6 +828,22 @@ def redirect_login_failed(ctx: Context, red: Redirect) -> Finding:
         f"session there failed: {what}",
         [red.gateway, *red.second_legs],
         [*red.frames, *(inner.frames if inner else [last.tcp.first_frame])],
+    )
+
+
+def redirect_answered(ctx: Context, red: Redirect) -> Finding:
+    last = _legs(ctx, red)[-1]
+    p = last.phase(PhaseName.LOGIN_RESPONSE)
+    frame = p.last_frame if p is not None else last.tcp.last_frame
+    return make(
+        "LOGIN_RESULT_HIDDEN",
+        f"Second leg to {last.server}: encrypted login answered, then closed without a request",
+        f"The redirect to {_target(red)} reached the worker (stream {last.stream}), whose login "
+        f"response (frame {frame}) is encrypted; the client then closed the connection without "
+        "sending a request. A login refused by the worker and a bare connection test look "
+        "the same.",
+        [red.gateway, *red.second_legs],
+        [*red.frames, frame],
     )
 
 
@@ -830,6 +864,7 @@ REDIRECT_RULES: dict[RedirectOutcome, Callable[[Context, Redirect], Finding]] = 
     RedirectOutcome.DNS_FAILED: redirect_dns_failed,
     RedirectOutcome.NOT_FOLLOWED: redirect_not_followed,
     RedirectOutcome.FAILED: redirect_login_failed,
+    RedirectOutcome.ANSWERED: redirect_answered,
     RedirectOutcome.UNKNOWN: redirect_unknown,
 }
 

@@ -265,6 +265,7 @@ class RedirectOutcome(StrEnum):
     DNS_FAILED = "dns_failed"  # the target name did not resolve
     NOT_FOLLOWED = "not_followed"  # routing received, no second leg in the capture
     FAILED = "failed"  # a second leg connected but failed at TLS or login
+    ANSWERED = "answered"  # the second leg's login was answered inside TLS, then it closed
     UNKNOWN = "unknown"  # the capture ends before the second leg says anything
 
 

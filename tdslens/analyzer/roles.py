@@ -45,6 +45,7 @@ class Timing:
     slow_login_s: float = 5.0  # SYN → end of login response slower than this is slow
     slow_phase_s: float = 2.0  # one phase slower than this is named in SLOW_LOGIN
     capture_tail_s: float = 1.0  # the capture ending this soon after a routing may hide legs
+    next_connection_s: float = 2.0  # a timing-only link: the next connection this soon
     syn_retry_s: float = 3.0  # a lone SYN this close to the capture's end may yet be answered
 
 

@@ -59,7 +59,8 @@ def _attempt_verdict(ctx: Context, attempt: Attempt) -> Verdict:
             return Verdict("ok", None, f"redirected to {_target(red)} and logged in{tries}")
         streams = {red.gateway, *red.second_legs}
         f = _explaining(ctx, attempt, streams)
-        result = "unknown" if red.outcome is RedirectOutcome.UNKNOWN else "failed"
+        undecided = (RedirectOutcome.UNKNOWN, RedirectOutcome.ANSWERED)
+        result = "unknown" if red.outcome in undecided else "failed"
         return _from_finding(result, f, tries)
     if r.logged_in(last) or r.data_exchanged(last):
         return Verdict("ok", None, f"logged in to {last.server}{tries}")
