@@ -613,3 +613,27 @@ def test_old_tds_client_on_a_proxy_session(tmp_path):
     codes = [f.code for f in a.findings]
     assert "CLIENT_TDS_TOO_OLD" in codes and "PROXY_POLICY_IN_USE" in codes
     assert errors(a) == [] and a.attempts[0].verdict.result == "ok"
+
+
+def test_slow_login_and_retransmissions_are_warnings_on_a_working_session(tmp_path):
+    flights = encrypted_session(GATEWAY_NAME)
+    flights[2] = (flights[2][0], flights[2][1], 6.0)  # the TLS handshake waits six seconds
+    pkts = _packets(Session(("10.0.0.2", 50000), GW, 0.0, flights))
+    data = [p for p in pkts if len(bytes(p.payload.payload.payload)) > 0]
+    for i, p in enumerate(data[-4:]):  # four data segments sent twice
+        again = p.copy()
+        again.time = float(p.time) + 0.0002 + i * 1e-6
+        pkts.append(again)
+    a = write(tmp_path, pkts)
+    codes = [f.code for f in a.findings]
+    assert "SLOW_LOGIN" in codes and "TCP_RETRANSMISSIONS" in codes
+    (slow,) = [f for f in a.findings if f.code == "SLOW_LOGIN"]
+    assert "tls" in slow.detail
+    assert errors(a) == [] and a.attempts[0].verdict.result == "ok"
+
+
+def test_capture_starting_mid_session(tmp_path):
+    pkts = _packets(Session(("10.0.0.2", 50000), GW, 0.0, encrypted_session(GATEWAY_NAME)))
+    a = write(tmp_path, pkts[12:])  # no handshake, no PRELOGIN, no login
+    assert any(f.code == "CAPTURE_INCOMPLETE" for f in a.findings)
+    assert errors(a) == []

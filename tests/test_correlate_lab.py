@@ -177,3 +177,63 @@ def test_blocked_redirect_lists_the_syn_retransmissions():
     assert set(worker.tcp.syn_frames) <= set(f.frames)
     assert f"{len(worker.tcp.syn_frames)} SYN(s)" in f.title
     assert "+0 s" in f.detail
+
+
+def _as_if_decrypted(expected: dict[str, Any], a: Analysis) -> Analysis:
+    """The same capture with the facts a decrypted login response would add, from the lab's
+    own record (routing target, 18456), so the exact-link rules run on real drivers' legs."""
+    from dataclasses import replace
+
+    from tdslens.analyzer.correlate import correlate
+    from tdslens.analyzer.model import (
+        LoginResponseFacts,
+        PhaseName,
+        RoutingFacts,
+        ServerMessageFacts,
+    )
+
+    conns = []
+    for c in a.connections:
+        lab = next(
+            (x for x in _tcp(expected) if x["client"] == [c.client.address, c.client.port]),
+            None,
+        )
+        p = c.phase(PhaseName.LOGIN_RESPONSE)
+        if lab is None or p is None or c.response is not None:
+            conns.append(c)
+            continue
+        if lab["routing"]:
+            route = RoutingFacts(lab["routing"]["host"], lab["routing"]["port"], 0, p.last_frame)
+            conns.append(replace(c, response=LoginResponseFacts(login_ack=True, routing=route)))
+        elif lab["login_result"] == "failed":
+            error = ServerMessageFacts("error", 18456, 1, 14, "Login failed", "", p.last_frame)
+            conns.append(replace(c, response=LoginResponseFacts(messages=[error])))
+        else:
+            conns.append(c)
+    fresh = Analysis(a.capture, a.frames, a.problems, conns, a.dns)
+    return correlate(fresh)
+
+
+@pytest.mark.parametrize("path", EXPECTED, ids=_ids(EXPECTED))
+def test_exact_links_when_the_login_response_is_readable(path):
+    expected, inferred = _load(path)
+    a = _as_if_decrypted(expected, inferred)
+    verdict = expected["verdict"]
+    if verdict["routing_target"] is None and verdict["reason"] != "login_failed":
+        return
+    for red in a.redirects:
+        assert red.evidence is LinkEvidence.ROUTING_TOKEN
+        assert red.target_host == verdict["routing_target"]["host"]
+    # The same second legs and outcomes as the inferred links found.
+    assert [(r.gateway, r.second_legs, r.outcome) for r in a.redirects] == [
+        (r.gateway, r.second_legs, r.outcome)
+        for r in inferred.redirects
+        if r.evidence is LinkEvidence.INFERRED
+    ] or not inferred.redirects
+    last = a.attempts[-1].verdict
+    if verdict["result"] == "ok":
+        assert last.result == "ok"
+        assert [f for f in a.findings if f.severity is Severity.ERROR] == []
+    else:
+        assert last.result == "failed", last
+        assert last.finding in REASON_CODES[verdict["reason"]] - {"LOGIN_RESULT_HIDDEN"}

@@ -431,8 +431,14 @@ def _role(ctx: Context, c: ConnectionRecord) -> tuple[Role, list[str]]:
             return Role.WORKER, [f"second leg of the redirect from stream {red.gateway}"]
         return Role.REPLICA, [f"second leg of the routing from stream {red.gateway}"]
     name = ctx.names.get(c.stream)
-    if c.protocol == "other":
+    sql_port = c.server.port == r.SQL_PORT or r.in_redirect_range(c.server.port)
+    if c.protocol == "other" and not (c.tcp.conn_state == "OTH" and sql_port):
         return Role.OTHER, ["not TDS"]
+    if c.protocol == "other":  # joined mid-session: encrypted bytes cannot be checked as TDS
+        why = ["started before the capture, on a SQL Server port (role by port)"]
+        if r.in_redirect_range(c.server.port):
+            return Role.WORKER, why
+        return (Role.GATEWAY if r.looks_azure(c, name) else Role.SERVER), why
     if r.in_redirect_range(c.server.port) or r.is_worker_name(name):
         return Role.WORKER, ["redirect port or worker name, but no gateway leg links to it"]
     if c.protocol not in SQL_PROTOCOLS and c.server.port != r.SQL_PORT:

@@ -660,12 +660,17 @@ def damaged(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
                 [t.first_frame],
             )
         )
-    if t.conn_state == "OTH" and t.first_frame == _first_frame(ctx):
+    if t.conn_state == "OTH":
+        when = (
+            "started before the capture"
+            if t.first_frame == _first_frame(ctx)
+            else "has no TCP handshake in the capture"
+        )
         out.append(
             make(
                 "CAPTURE_INCOMPLETE",
-                f"Stream {c.stream} started before the capture",
-                f"{_who(c)} has no TCP handshake in the capture: its start (and maybe its "
+                f"Stream {c.stream} {when}",
+                f"{_who(c)} has no SYN or SYN-ACK in the capture: its start (and maybe its "
                 "login or routing) is missing.",
                 [c.stream],
                 [t.first_frame],
