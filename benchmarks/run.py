@@ -385,7 +385,8 @@ def report(results: list[SizeResult], args: argparse.Namespace, env: dict[str, s
         "",
         f"Machine: {env['nproc']} CPUs ({env['cpu']}), {env['ram']} RAM, shared with other "
         f"work (noisy; medians of {args.repeat} interleaved runs). {env['tshark']}. "
-        f"Python {env['python']}. Generator seed {args.seed}, fingerprint {env['generator']}.",
+        f"Python {env['python']}. Generator seed {args.seed}, fingerprint {env['generator']}. "
+        f"Load average (1 min) at start {env['load_start']}, at end {os.getloadavg()[0]:.1f}.",
         "",
     ]
     streams = [r for r in results if r.streams]
@@ -492,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     can_streams = has_subcommand(cmd, "streams")
     can_analyze = has_subcommand(cmd, "analyze")
     env = machine() | {
+        "load_start": f"{os.getloadavg()[0]:.1f}",
         "tshark": tshark_version(args.tshark),
         "commit": git_commit(),
         "generator": generator_fingerprint(),
