@@ -232,9 +232,11 @@ def write_netmon(
     media: int = NETMON_MEDIA_ETHERNET,
     minor: int = 2,
     media_per_frame: Sequence[int] | None = None,
+    table_order: Sequence[int] | None = None,
 ) -> Path:
     """Network Monitor 2.x capture. From minor version 1 on, frames carry a trailer with the
-    per-frame media type (`media_per_frame`, default `media`), as NetMon 3.x writes."""
+    per-frame media type (`media_per_frame`, default `media`), as NetMon 3.x writes.
+    `table_order` lists the records (as written) in frame-table order, i.e. frame order."""
     recs = records(packets)
     start_ns = (recs[0].ts_ns if recs else BASE_TS_NS) // 1_000_000 * 1_000_000
     header_size = 128
@@ -258,6 +260,8 @@ def write_netmon(
         frames.append(body)
         pos += len(body)
     frame_table_offset = pos
+    if table_order is not None:
+        offsets = [offsets[i] for i in table_order]
     table = struct.pack(f"<{len(offsets)}I", *offsets)
     header = struct.pack(
         "<4sBBH16sII",

@@ -384,6 +384,13 @@ def netmon_per_frame_media(p: Path) -> Path:
 
 
 @case
+def netmon_table_out_of_order(p: Path) -> Path:
+    """A record stored first but listed last, as some NetMon versions do with statistics."""
+    pk = [eth() / ip4(1), eth() / ip4(2), eth() / ip6(3), eth() / udp4(4)]
+    return craft.write_netmon(p, pk, minor=2, table_order=[1, 2, 3, 0])
+
+
+@case
 def netmon_2_0(p: Path) -> Path:
     return craft.write_netmon(p, [eth() / ip4(1), eth() / ip6(2), eth() / udp4(3)], minor=0)
 

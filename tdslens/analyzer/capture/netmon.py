@@ -17,6 +17,7 @@ process info, DNS cache, filters) are not packets; like Wireshark we skip them u
 from __future__ import annotations
 
 import calendar
+import itertools
 import mmap
 import struct
 import tempfile
@@ -124,12 +125,28 @@ class NetmonReader(CaptureReader):
         except ValueError:  # an empty file cannot be mapped
             return b""
 
-    def _chunks(self, rows: int = 1 << 16) -> Iterator[FrameBatch]:
+    def _slices(self, rows: int = 1 << 16) -> Iterator[np.ndarray]:
+        """Frame-table slices whose frames lie close together (about one chunk of the file).
+
+        Frames are usually in file order; where the table jumps backwards (some files keep a
+        statistics record physically first but last in the table) a new slice starts."""
+        table, span = self.table, self.source.chunk_size
+        breaks = np.flatnonzero(table[1:] < table[:-1]) + 1
+        bounds = [0, *breaks.tolist(), len(table)]
+        for run_start, run_stop in itertools.pairwise(bounds):
+            run = table[run_start:run_stop]
+            start = 0
+            while start < len(run):
+                far = int(np.searchsorted(run, run[start] + span, side="left"))
+                stop = max(start + 1, min(start + rows, far))
+                yield run[start:stop]
+                start = stop
+
+    def _chunks(self) -> Iterator[FrameBatch]:
         mm = self._map
         size = len(mm)
         g = byteviews.gather
-        for start in range(0, len(self.table), rows):
-            offs = self.table[start : start + rows]
+        for offs in self._slices():
             whole = offs + RECORD_HEADER + self.trailer <= size
             delta = g(byteviews.view(mm, "<u8"), offs).astype(np.uint64)
             origlen, caplen = byteviews.u32_pairs(mm, "<", offs + 8)
@@ -159,15 +176,19 @@ class NetmonReader(CaptureReader):
                 utc = g(byteviews.view(mm, "<u8"), (data_off + caplen + 6)[packet]).view(np.int64)
                 ts_ns = np.where(utc > 0, (utc - FILETIME_UNIX_EPOCH) * 100, ts_ns)
             iface_of = self._note_interfaces(linktype)
+            # The batch owns a copy of the bytes its frames span, like a chunk of a pcap file:
+            # consumers may keep it, and the map can be dropped when reading ends.
+            lo = int(data_off.min()) if len(data_off) else 0
+            hi = int((data_off + caplen).max()) if len(data_off) else 0
             batch = FrameBatch(
-                data=memoryview(mm) if isinstance(mm, mmap.mmap) else mm,
+                data=bytes(mm[lo:hi]),
                 number=np.arange(self._next_number, self._next_number + n, dtype=np.int64),
                 ts_ns=ts_ns,
                 interface=iface_of[linktype] if n else np.zeros(0, dtype=np.int32),
                 linktype=linktype,
                 caplen=caplen[packet],
                 origlen=origlen[packet],
-                offset=data_off[packet],
+                offset=data_off[packet] - lo,
             )
             self._next_number += n
             yield batch
