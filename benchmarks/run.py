@@ -61,6 +61,17 @@ print(json.dumps({"seconds": seconds, "events": n, "frames": pipe.frames, "strea
 """
 
 
+# Opt-in (slow today): the whole analysis in one process, before `tdslens analyze` exists.
+INPROCESS_ANALYSIS = """
+import json, sys, time
+from tdslens.analyzer.analysis import analyze
+t = time.perf_counter()
+a = analyze(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - t, "connections": len(a.connections),
+                  "redirects": len(a.redirects), "attempts": len(a.attempts)}))
+"""
+
+
 @dataclass
 class Sample:
     seconds: float
@@ -259,6 +270,7 @@ class SizeResult:
     analyze: tuple[Measure, Measure] | None = None
     inprocess: Measure | None = None
     inprocess_info: dict = field(default_factory=dict)
+    analysis_runs: list[tuple[float, int, dict]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -347,6 +359,18 @@ def bench_size(
                 flush=True,
             )
         res.inprocess = m
+
+    if args.inprocess_analysis:
+        python = tdslens_python(cmd)
+        for i in range(args.repeat):
+            s, info = run_capture([python, "-c", INPROCESS_ANALYSIS, str(path)])
+            if s.returncode != 0:
+                res.notes.append("In-process analysis unavailable: "
+                                 + (s.stderr.strip().splitlines() or ["?"])[-1][:200])  # fmt: skip
+                break
+            res.analysis_runs.append((info.get("seconds", s.seconds), s.peak_rss_kb, info))
+            print(f"  {'analysis':<18} run {i + 1}: {info.get('seconds', 0):8.2f} s "
+                  f"{s.peak_rss_kb / 1024:8.0f} MiB", flush=True)  # fmt: skip
     return res
 
 
@@ -447,6 +471,19 @@ def report(results: list[SizeResult], args: argparse.Namespace, env: dict[str, s
                 f"{r.inprocess_info.get('streams', '?')} | {m.rss_mib:,.0f} |"
             )
         lines.append("")
+    analysed = [r for r in results if r.analysis_runs]
+    if analysed:
+        lines += ["### In process: the whole analysis (`analysis.analyze(path)`), opt-in", "",
+                  "| size | packets | median s | peak RSS MiB | connections | redirects found "
+                  "| redirects written |", "|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+        for r in analysed:
+            secs = statistics.median(x[0] for x in r.analysis_runs)
+            rss = statistics.median(x[1] for x in r.analysis_runs) / 1024
+            info = r.analysis_runs[-1][2]
+            lines.append(f"| {r.label} | {r.manifest['packets']:,} | {secs:.2f} | {rss:,.0f} "
+                         f"| {info.get('connections', '?')} | {info.get('redirects', '?')} "
+                         f"| {len(r.manifest['redirects'])} |")  # fmt: skip
+        lines.append("")
     notes = sorted({n for r in results for n in r.notes})
     if notes:
         lines += ["Notes:", *[f"- {n}" for n in notes], ""]
@@ -485,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tshark", default=shutil.which("tshark") or "/usr/bin/tshark")
     p.add_argument("--tdslens", help="tdslens command (default: .venv, PATH, or this checkout)")
     p.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurement")
+    p.add_argument(
+        "--inprocess-analysis",
+        action="store_true",
+        help="also time the whole analysis in process (slow; until analyze exists)",
+    )
     p.add_argument("--no-write", action="store_true", help="print the results, keep RESULTS.md")
     args = p.parse_args(argv)
 
