@@ -397,7 +397,7 @@ class Redirect:
     worker_flow: int
     port: int
     server: str
-    outcome: str  # "connected", "no_answer", "reset"
+    outcome: str  # "connected", "no_answer", "reset", "dns_failed" (then no worker flow: -1)
     routing_visible: bool  # False when the login response is inside TLS (ENCRYPT_ON)
     routing_frame_index: int  # capture index of the segment that ends the login response
     dns_query_index: int | None
@@ -690,8 +690,16 @@ class Generator:
             )
             t += 500 + rng.randrange(20_000)
             self.dns_ipid = (self.dns_ipid + 1) & 0xFFFF
-            answer = w.dns_answer(txid, target, worker.ip if rng.random() < 0.97 else None)
+            resolved = rng.random() < 0.97
+            answer = w.dns_answer(txid, target, worker.ip if resolved else None)
             self.cap.udp(t, self.dns, cli, 53, sport, answer, self.dns_ipid, ROUTER_MAC, cli.mac)
+            if not resolved:  # NXDOMAIN: the driver gives up before any second leg
+                self.stats.redirects.append(
+                    Redirect(g.fid, -1, port, target, "dns_failed", enc in ("clear", "login"),
+                             routing_index, dns_index)
+                )  # fmt: skip
+                self.stats.count("redirect_dns_failed")
+                return
         t += 200 + rng.randrange(2000)
 
         r = rng.random()
@@ -791,28 +799,27 @@ class Generator:
             kinds[k] = kinds.get(k, 0) + 1
         redirects = []
         for r in self.stats.redirects:
-            if (
-                r.gateway_flow in stream_of
-                and r.worker_flow in stream_of
-                and frame_of[r.routing_frame_index] > 0
-            ):
-                redirects.append(
-                    {
-                        "gateway_stream": stream_of[r.gateway_flow],
-                        "worker_stream": stream_of[r.worker_flow],
-                        "routing_frame": int(frame_of[r.routing_frame_index]),
-                        "worker_first_frame": int(first[r.worker_flow]),
-                        "dns_query_frame": (
-                            int(frame_of[r.dns_query_index])
-                            if r.dns_query_index is not None and frame_of[r.dns_query_index] > 0
-                            else None
-                        ),
-                        "port": r.port,
-                        "server": r.server,
-                        "outcome": r.outcome,
-                        "routing_visible": r.routing_visible,
-                    }
-                )
+            no_leg = r.worker_flow < 0
+            if r.gateway_flow not in stream_of or frame_of[r.routing_frame_index] <= 0:
+                continue  # cut off by the packet limit
+            if not no_leg and r.worker_flow not in stream_of:
+                continue
+            dns = r.dns_query_index
+            redirects.append(
+                {
+                    "gateway_stream": stream_of[r.gateway_flow],
+                    "worker_stream": None if no_leg else stream_of[r.worker_flow],
+                    "routing_frame": int(frame_of[r.routing_frame_index]),
+                    "worker_first_frame": None if no_leg else int(first[r.worker_flow]),
+                    "dns_query_frame": (
+                        int(frame_of[dns]) if dns is not None and frame_of[dns] > 0 else None
+                    ),
+                    "port": r.port,
+                    "server": r.server,
+                    "outcome": r.outcome,
+                    "routing_visible": r.routing_visible,
+                }
+            )
         udp = int((flows[order] < 0).sum())
         last = np.zeros(len(self.stats.flow_kind), dtype=np.int64)
         np.maximum.at(last, flows[tcp], frame_of[tcp])
