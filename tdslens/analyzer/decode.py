@@ -82,20 +82,20 @@ class Decoder:
 
     path: str = ""
     fast: bool = True
-    _frags: dict[tuple, _Datagram] = field(default_factory=dict)
-    _frag_bytes: int = 0
+    _frags: dict[tuple, _Datagram] = field(default_factory=dict, init=False, repr=False)
+    _frag_bytes: int = field(default=0, init=False, repr=False)
 
     def decode(self, batch: FrameBatch) -> tuple[PacketColumns, list[CaptureProblem]]:
         n = len(batch)
         data = batch.data
         if n == 0:
             return _empty(data), []
+        cols: PacketColumns | None = None
+        slow_rows = np.arange(n)
         if self.fast:
             cols, slow_rows = _fast(batch)
-        else:
-            cols, slow_rows = None, np.arange(n)
-        if len(slow_rows) == 0:
-            return cols, []  # type: ignore[return-value]
+            if len(slow_rows) == 0:
+                return cols, []
         slow = _Slow(self, batch)
         for i in slow_rows.tolist():
             slow.frame(i)

@@ -26,6 +26,7 @@ def linktype_name(linktype: int) -> str:
     names = {
         6: "IEEE 802.5 Token Ring",
         9: "PPP",
+        10: "FDDI",
         104: "Cisco HDLC",
         105: "IEEE 802.11",
         119: "Prism 802.11",
@@ -34,10 +35,9 @@ def linktype_name(linktype: int) -> str:
         192: "PPI",
         197: "ERF",
         220: "USB Linux mmapped",
-        249: "netlink",
+        239: "NFLOG",
         252: "Wireshark upper PDU",
-        253: "OpenFlow",
-        263: "Bluetooth LE",
+        253: "netlink",
     }
     try:
         return f"{int(linktype)} ({LinkType(linktype).name})"
