@@ -57,6 +57,10 @@ SUITE_CASES = {
     ),
     "tls12-cbc-sha384-mte": dict(tls="1.2", ciphers="ECDHE-ECDSA-AES256-SHA384", etm=False),
     "tls12-rsa-kx-cbc-sha": dict(tls="1.2", ciphers="AES256-SHA", cert="rsa", etm=False),
+    # Reconnects that resume a session: abbreviated TLS 1.2 handshake, TLS 1.3 PSK.
+    "tls12-resumed": dict(tls="1.2", ciphers="ECDHE-ECDSA-AES128-GCM-SHA256", resume=True),
+    "tls12-cbc-resumed": dict(tls="1.2", ciphers="ECDHE-RSA-AES128-SHA", cert="rsa", resume=True),
+    "tls13-resumed": dict(tls="1.3", resume=True),
     # Old versions (old SQL Servers): OpenSSL allows them only at security level 0.
     "tls11-cbc-sha1-etm": dict(tls="1.1", ciphers="ECDHE-RSA-AES128-SHA:@SECLEVEL=0", cert="rsa"),
     "tls11-cbc-sha1-mte": dict(tls="1.1", ciphers="AES256-SHA:@SECLEVEL=0", cert="rsa", etm=False),

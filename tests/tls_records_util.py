@@ -121,13 +121,15 @@ def make_session(
     etm: bool = True,
     server_groups: str | None = None,
     close: bool = False,
+    resume: bool = False,
     exchanges: tuple[tuple[bool, bytes], ...] = ((True, b"hello server"), (False, b"hi client")),
 ) -> Session:
     """One full TLS session; ``exchanges`` are (client writes?, data) in order.
 
     ``etm=False`` turns RFC 7366 encrypt-then-MAC off (CBC suites then MAC-then-encrypt);
     ``server_groups`` limits the server's key-exchange curve (a TLS 1.3 client whose key share
-    does not match gets a HelloRetryRequest); ``close`` ends with the client's close_notify.
+    does not match gets a HelloRetryRequest); ``close`` ends with the client's close_notify;
+    ``resume`` returns a second connection that resumes the first one's session.
     """
     if tls13_suite is not None:
         return _in_child(tls, ciphers, cert, tls13_suite, exchanges)
@@ -147,8 +149,24 @@ def make_session(
     if server_groups:
         sctx.set_ecdh_curve(server_groups)
     cctx.keylog_filename = str(keylog)
+    client, records, sent = _run(cctx, sctx, exchanges, close)
+    if resume:  # a second connection resuming the first one's session (ticket / session id)
+        client, records, sent = _run(cctx, sctx, exchanges, close, client.session)
+        assert client.session_reused, "the session was not resumed"
+    cipher, version_name = client.cipher()[0], client.version()
+    return Session(records, keylog.read_text(), cipher, version_name or "", sent[True], sent[False])
+
+
+def _run(
+    cctx: ssl.SSLContext,
+    sctx: ssl.SSLContext,
+    exchanges: tuple[tuple[bool, bytes], ...],
+    close: bool,
+    session: ssl.SSLSession | None = None,
+) -> tuple[ssl.SSLObject, list[Record], dict[bool, bytes]]:
+    """One connection over MemoryBIOs: handshake, the exchanges, optionally close_notify."""
     cin, cout, sin, sout = (ssl.MemoryBIO() for _ in range(4))
-    client = cctx.wrap_bio(cin, cout, server_hostname=HOST)
+    client = cctx.wrap_bio(cin, cout, server_hostname=HOST, session=session)
     server = sctx.wrap_bio(sin, sout, server_side=True)
     records: list[Record] = []
     frame = [0]
@@ -195,8 +213,7 @@ def make_session(
         with contextlib.suppress(ssl.SSLWantReadError):
             client.unwrap()
         flush()
-    cipher, version_name = client.cipher()[0], client.version()
-    return Session(records, keylog.read_text(), cipher, version_name or "", sent[True], sent[False])
+    return client, records, sent
 
 
 def _in_child(tls, ciphers, cert, tls13_suite, exchanges) -> Session:
