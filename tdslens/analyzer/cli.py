@@ -21,6 +21,7 @@ from tdslens.analyzer.frames import CaptureError
 from tdslens.analyzer.tcp_events import ConnectionSummary, StreamEnd
 
 EXIT_OK = 0
+EXIT_FINDINGS = 1  # analyze: at least one error finding
 EXIT_INTERNAL = 1
 EXIT_UNREADABLE = 2
 
@@ -63,7 +64,77 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     streams.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap/pcapng file")
     streams.set_defaults(func=_cmd_streams)
+
+    analyze = sub.add_parser(
+        "analyze",
+        help="diagnose the SQL Server connections of a capture",
+        description=(
+            "Explain what happened to every SQL Server / Azure SQL connection in a capture: "
+            "verdict per client attempt, findings with the frames that prove them, and each "
+            "connection's phases. Exit status: 0 no error finding, 1 at least one error "
+            "finding, 2 the capture could not be read."
+        ),
+    )
+    analyze.add_argument(
+        "capture", metavar="CAPTURE", help="pcap/pcapng/NetMon file, maybe gzipped"
+    )
+    analyze.add_argument("-o", "--html", metavar="FILE", help="write the HTML report to FILE")
+    analyze.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
+    analyze.add_argument(
+        "--wireshark-profile",
+        metavar="DIR",
+        help="write a Wireshark profile folder (worker ports decoded as TDS, failures coloured)",
+    )
+    analyze.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing on stdout (exit status only)"
+    )
+    analyze.set_defaults(func=_cmd_analyze)
     return parser
+
+
+# --- analyze ------------------------------------------------------------------------------
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from tdslens.analyzer.analysis import analyze
+    from tdslens.analyzer.model import Severity
+
+    try:
+        result = analyze(args.capture)
+    except CaptureError as exc:
+        print(f"tdslens: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    except OSError as exc:
+        print(f"tdslens: {args.capture}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    for problem in result.problems:
+        print(f"tdslens: {problem}", file=sys.stderr)
+    if not args.quiet:
+        from tdslens.reports.terminal import render_text
+
+        sys.stdout.write(render_text(result))
+    _write_reports(result, args)
+    if any(f.severity is Severity.ERROR for f in result.findings):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _write_reports(result: object, args: argparse.Namespace) -> None:
+    """The files the user asked for; each renderer only renders."""
+    if args.json:
+        from tdslens.reports.json_report import write_json
+
+        write_json(result, args.json)
+    if args.html:
+        from pathlib import Path
+
+        from tdslens.reports.html import render_html
+
+        Path(args.html).write_text(render_html(result), encoding="utf-8")
+    if args.wireshark_profile:
+        from tdslens.reports.wireshark_profile import write_wireshark_profile
+
+        write_wireshark_profile(result, args.wireshark_profile)
 
 
 # --- streams ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ in Wireshark (`frame.number == N`, `tcp.stream eq N`).
 
 from __future__ import annotations
 
-from tdslens.analyzer.model import Analysis, ConnectionRecord, Phase, PhaseName
+from tdslens.analyzer.model import Analysis, ConnectionRecord, Phase, PhaseName, Severity
 
 PROTOCOL_NAMES = {
     "tds": "TDS",
@@ -27,13 +27,30 @@ PHASE_LABELS = {
 }
 
 
+LADDERS_SHOWN = 50  # beyond this many TDS connections, only those named by findings get a ladder
+SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
 def render_text(analysis: Analysis) -> str:
-    """The whole analysis as text: capture facts, problems, then each connection's ladder."""
+    """The whole analysis as text: verdict, findings, capture problems, then phase ladders."""
     lines = [_capture_line(analysis)]
+    lines += _verdict_lines(analysis)
+    lines += _finding_lines(analysis)
     lines += [f"  problem: frame {p.frame}: {p.message}" for p in analysis.problems]
     tds = [c for c in analysis.connections if c.protocol in ("tds", "tds8", "none")]
     others = [c for c in analysis.connections if c.protocol == "other"]
-    for conn in tds:
+    shown = tds
+    if len(tds) > LADDERS_SHOWN:
+        named = {
+            s for f in analysis.findings if f.severity is not Severity.INFO for s in f.connections
+        }
+        shown = [c for c in tds if c.stream in named]
+        lines.append("")
+        lines.append(
+            f"Phase ladders of the {len(shown)} connection(s) named by findings; the other "
+            f"{len(tds) - len(shown)} are in the JSON and HTML reports."
+        )
+    for conn in shown:
         lines.append("")
         lines += _ladder(conn, analysis)
     if others:
@@ -48,6 +65,37 @@ def render_text(analysis: Analysis) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _verdict_lines(a: Analysis) -> list[str]:
+    """One line for the capture, then one per client attempt."""
+    if a.verdict is None:
+        return []
+    lines = [f"Verdict: {a.verdict.result.upper()}: {a.verdict.summary}"]
+    for att in a.attempts:
+        target = att.server_name or str(att.server)
+        lines.append(
+            f"  attempt {att.index + 1}: {att.client} -> {target}: {att.verdict.summary}"
+            f" (streams {', '.join(str(s) for s in att.connections)})"
+        )
+    return lines
+
+
+def _finding_lines(a: Analysis) -> list[str]:
+    lines: list[str] = []
+    for f in sorted(a.findings, key=lambda f: SEVERITY_ORDER[f.severity]):
+        lines.append("")
+        lines.append(f"[{f.severity.value.upper()}] {f.code}: {f.title}")
+        lines.append(f"    {f.detail}")
+        lines.append(f"    What to do: {f.remedy}")
+        where = []
+        if f.connections:
+            where.append("streams " + ", ".join(str(s) for s in f.connections))
+        if f.frames:
+            where.append("frames " + _frames(f.frames))
+        if where:
+            lines.append(f"    Evidence: {'; '.join(where)}")
+    return lines
+
+
 def _capture_line(a: Analysis) -> str:
     info = a.capture
     fmt = info.format + (" (gzip)" if info.compressed else "")
@@ -57,7 +105,12 @@ def _capture_line(a: Analysis) -> str:
 def _ladder(conn: ConnectionRecord, analysis: Analysis) -> list[str]:
     t0 = conn.tcp.first_ts_ns
     reached = conn.reached
-    stop = f", stopped after {PHASE_LABELS[reached]}" if reached and _stopped_early(conn) else ""
+    redirected = any(r.gateway == conn.stream for r in analysis.redirects)
+    stop = ""
+    if redirected:
+        stop = ", redirected"
+    elif reached and _stopped_early(conn):
+        stop = f", stopped after {PHASE_LABELS[reached]}"
     head = (
         f"stream {conn.stream}  {conn.client} -> {conn.server}  "
         f"{PROTOCOL_NAMES[conn.protocol]}  [{conn.tcp.conn_state} {conn.tcp.history}]{stop}"
@@ -134,7 +187,11 @@ def _phase_detail(conn: ConnectionRecord, phase: Phase) -> str:
     return ""
 
 
+FRAMES_SHOWN = 20  # evidence frames listed on one line; the JSON and HTML reports list all
+
+
 def _frames(frames: list[int]) -> str:
-    if len(frames) <= 6:
+    if len(frames) <= FRAMES_SHOWN:
         return ", ".join(str(f) for f in frames)
-    return ", ".join(str(f) for f in frames[:6]) + f", ... ({len(frames)} frames)"
+    head = ", ".join(str(f) for f in frames[:FRAMES_SHOWN])
+    return f"{head}, ... ({len(frames)} frames in all; every one is in the JSON report)"
