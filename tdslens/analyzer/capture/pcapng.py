@@ -250,18 +250,16 @@ class PcapngReader(CaptureReader):
         bo = self.byte_order
         offs = np.frombuffer(offsets, dtype=np.int64)
         n = len(offs)
-        u32 = byteviews.view(buf, bo + "u4")
-        g = byteviews.gather
-        local = g(u32, offs + 8).astype(np.int64)
-        units = (g(u32, offs + 12).astype(np.uint64) << np.uint64(32)) | g(u32, offs + 16)
-        caplen = g(u32, offs + 20).astype(np.int64)
-        origlen = g(u32, offs + 24).astype(np.int64)
+        # Three 8-byte gathers: (block length, interface), (timestamp high, low), (lengths).
+        blen, local = byteviews.u32_pairs(buf, bo, offs + 4)
+        ts_hi, ts_lo = byteviews.u32_pairs(buf, bo, offs + 12)
+        caplen, origlen = byteviews.u32_pairs(buf, bo, offs + 20)
+        units = (ts_hi.astype(np.uint64) << np.uint64(32)) | ts_lo.astype(np.uint64)
         data_off = offs + 28
         iface = local + self._section_first
         is_special = np.zeros(n, dtype=bool)
         if special:
             is_special[list(special)] = True
-        blen = g(u32, offs + 4).astype(np.int64)
         damaged = ~is_special & ((iface >= len(self._interfaces)) | (caplen > blen - 32))
         bad: int | None = None
         if damaged.any():
