@@ -48,7 +48,8 @@ GATEWAY_NAME = "mysrv.database.windows.net"
 class Session:
     """One TCP connection to craft: who, when, what each side says, how it ends.
 
-    `flights` are (from_client, bytes, seconds after the previous flight). `syn` is "ok",
+    `flights` are (from_client, bytes, seconds after the previous flight); empty bytes is a
+    pause. `syn` is "ok",
     "drop" (SYNs at `syn_times`, no answer) or "reset" (RST to the SYN). `close` is "fin",
     "rst" or None (still open when the capture ends).
     """
@@ -97,6 +98,8 @@ def _packets(s: Session) -> list:
     cseq, sseq, t = cseq + 1, sseq + 1, t + 0.002
     for from_client, data, gap in s.flights:
         t += gap
+        if not data:
+            continue  # a pause: only time passes
         if from_client:
             at(up(flags="PA", seq=cseq, ack=sseq) / data, t)
             cseq += len(data)
@@ -637,3 +640,31 @@ def test_capture_starting_mid_session(tmp_path):
     a = write(tmp_path, pkts[12:])  # no handshake, no PRELOGIN, no login
     assert any(f.code == "CAPTURE_INCOMPLETE" for f in a.findings)
     assert errors(a) == []
+
+
+def _ignoring_driver(sni: str) -> list:
+    """Login answered inside TLS, a query at once, no answer; the driver hangs up at 3 s."""
+    return _tls_login(sni, tls_record(23, bytes(180)), [(True, tls_record(23, bytes(120)), 0.002)])
+
+
+def test_driver_ignoring_an_encrypted_redirect(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(
+            Session(
+                ("10.0.0.2", 50000), GW, 0.0, [*_ignoring_driver(GATEWAY_NAME), (True, b"", 3.0)]
+            )
+        ),
+    )
+    (red,) = a.redirects
+    assert (red.evidence, red.outcome) == (LinkEvidence.INFERRED, RedirectOutcome.NOT_FOLLOWED)
+    assert "never answered" in red.reasons[0]
+    assert role(a, 0) is Role.GATEWAY
+    assert a.attempts[0].verdict.finding == "REDIRECT_NOT_FOLLOWED"
+
+
+def test_unanswered_request_off_azure_is_not_called_a_redirect(tmp_path):
+    flights = [*_ignoring_driver("sql01.corp.example"), (True, b"", 3.0)]
+    a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), ("10.5.5.5", 1433), 0.0, flights)))
+    assert a.redirects == [] and errors(a) == []
+    assert role(a, 0) is Role.SERVER

@@ -24,6 +24,8 @@ whose client address differs (NAT, capture point in between) when only one conne
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,27 +52,37 @@ class Context:
     """What every rule may look at: the analysis plus indexes built once."""
 
     analysis: Analysis
-    answers: list[r.DnsAnswer]
-    queries: list[r.DnsAnswer]
+    dns: r.DnsIndex
     by_stream: dict[int, ConnectionRecord]
+    by_client: dict[str, list[ConnectionRecord]]  # each client's connections by start time
     names: dict[int, str | None]
+    ports: set[int]  # every server port in the capture
+    first_frame: int
     end_ns: int  # time of the last packet in the capture
     second_legs: dict[int, int] = field(default_factory=dict)  # stream → redirect index
     gateway_of: dict[int, int] = field(default_factory=dict)  # gateway stream → redirect index
 
     @classmethod
     def build(cls, analysis: Analysis) -> Context:
-        answers = r.dns_answers(analysis.dns)
-        conns = analysis.connections
+        dns = r.DnsIndex(analysis.dns)
+        conns = sorted(analysis.connections, key=lambda c: (c.tcp.first_ts_ns, c.stream))
+        by_client: dict[str, list[ConnectionRecord]] = defaultdict(list)
+        for c in conns:
+            by_client[c.client.address].append(c)
         ends = [c.tcp.last_ts_ns for c in conns] + [d.ts_ns for d in analysis.dns]
         return cls(
             analysis=analysis,
-            answers=answers,
-            queries=r.dns_queries(analysis.dns),
+            dns=dns,
             by_stream={c.stream: c for c in conns},
-            names={c.stream: r.leg_name(c, answers) for c in conns},
+            by_client=dict(by_client),
+            names={c.stream: r.leg_name(c, dns) for c in conns},
+            ports={c.server.port for c in conns},
+            first_frame=min((c.tcp.first_frame for c in conns), default=0),
             end_ns=max(ends, default=0),
         )
+
+    def in_time_order(self) -> list[ConnectionRecord]:
+        return sorted(self.by_stream.values(), key=lambda c: (c.tcp.first_ts_ns, c.stream))
 
 
 def correlate(analysis: Analysis) -> Analysis:
@@ -123,6 +135,12 @@ def link_redirects(ctx: Context) -> list[Redirect]:
         for g in shaped
         if g.conn.stream not in claimed and (g.legs or _inferred_dns_failure(ctx, g))
     ]
+    taken |= {g.conn.stream for g in inferred} | claimed
+    inferred += [
+        g
+        for c in ctx.analysis.connections
+        if c.stream not in taken and (g := _ignored_leg(ctx, c)) is not None
+    ]
     redirects = [_finish(ctx, g) for g in sorted(exact + inferred, key=lambda g: g.routed_ns)]
     for i, red in enumerate(redirects):
         ctx.gateway_of[red.gateway] = i
@@ -166,6 +184,32 @@ def _shaped_leg(ctx: Context, c: ConnectionRecord) -> _Gateway | None:
         port=None,
         reasons=[
             f"encrypted login response (frame {p.last_frame}) followed by a close without data"
+        ],
+    )
+
+
+def _ignored_leg(ctx: Context, c: ConnectionRecord) -> _Gateway | None:
+    """An Azure gateway leg whose requests after the encrypted login went unanswered."""
+    if c.protocol not in SQL_PROTOCOLS or not r.requests_ignored(c):
+        return None
+    if not r.looks_azure(c, ctx.names.get(c.stream)):
+        return None  # elsewhere a silent server is not a redirect
+    resp, data = c.phase(PhaseName.LOGIN_RESPONSE), c.phase(PhaseName.DATA)
+    assert resp is not None and data is not None
+    close = c.phase(PhaseName.CLOSE)
+    waited = ((close.start_ns if close else c.tcp.last_ts_ns) - data.start_ns) / NS
+    return _Gateway(
+        conn=c,
+        routed_ns=resp.start_ns,
+        frames=[resp.last_frame, data.first_frame] + ([close.first_frame] if close else []),
+        evidence=LinkEvidence.INFERRED,
+        host=None,
+        port=None,
+        reasons=[
+            f"encrypted login response (frame {resp.last_frame}), then {c.requests} client "
+            f"request(s) from frame {data.first_frame} that the server never answered; the "
+            f"client gave up after {waited:.1f} s: an Azure gateway that redirected a login "
+            "ignores requests on that connection"
         ],
     )
 
@@ -227,12 +271,11 @@ def _right_after(g: _Gateway, c: ConnectionRecord) -> bool:
 
 def _is_next(ctx: Context, g: _Gateway, c: ConnectionRecord) -> bool:
     """No other connection from this client started between the response and `c`."""
-    return not any(
-        o.client.address == c.client.address
-        and g.routed_ns <= o.tcp.first_ts_ns < c.tcp.first_ts_ns
-        and o is not c
-        for o in ctx.analysis.connections
-    )
+    mine = ctx.by_client.get(c.client.address, [])
+    starts = [o.tcp.first_ts_ns for o in mine]
+    i = bisect_right(starts, g.routed_ns - 1)
+    between = [o for o in mine[i:] if o.tcp.first_ts_ns <= c.tcp.first_ts_ns and o is not c]
+    return not any(o.tcp.first_ts_ns < c.tcp.first_ts_ns for o in between)
 
 
 def _ms(ns: int) -> str:
@@ -241,7 +284,7 @@ def _ms(ns: int) -> str:
 
 def _looked_up_after(ctx: Context, c: ConnectionRecord, g: _Gateway) -> str | None:
     """A name, other than the gateway's, the client resolved to c's address after g's response."""
-    a = r.name_for_address(ctx.answers, c.client.address, c.server.address, c.tcp.first_ts_ns)
+    a = ctx.dns.name_for(c.client.address, c.server.address, c.tcp.first_ts_ns)
     if a is None or a.ts_ns < g.routed_ns or a.name == ctx.names.get(g.conn.stream):
         return None
     return a.name
@@ -255,28 +298,23 @@ def _pair(
     same_client_only: bool = False,
 ) -> None:
     """Give each later connection to the gateway leg it follows (see module docstring)."""
-    gateways = sorted(gateways, key=lambda g: g.routed_ns)
     exact = {g.conn.stream for g in gateways if g.evidence is LinkEvidence.ROUTING_TOKEN}
-    for c in sorted(ctx.analysis.connections, key=lambda c: c.tcp.first_ts_ns):
+    by_client: dict[str, list[_Gateway]] = defaultdict(list)
+    by_port: dict[int | None, list[_Gateway]] = defaultdict(list)
+    for g in sorted(gateways, key=lambda g: g.routed_ns):
+        by_client[g.conn.client.address].append(g)
+        by_port[g.port].append(g)
+    for c in ctx.in_time_order():
         if c.stream in claimed or c.stream in exact:
             continue  # a leg with its own routing token is a gateway, not someone's second leg
-        fits = [
-            (g, why)
-            for g in gateways
-            if g.conn is not c
-            and g.conn.stream not in claimed
-            and _in_window(g, c)
-            and (why := match(ctx, g, c)) is not None
-        ]
-        same = [(g, why) for g, why in fits if g.conn.client.address == c.client.address]
-        if same or same_client_only:
-            fits = same
-        elif len(fits) == 1:
-            fits = [
-                (fits[0][0], [*fits[0][1], f"client address differs ({c.client.address}): NAT?"])
-            ]
-        else:
-            continue  # other client addresses and several candidates: cannot tell
+        fits = _fits(ctx, by_client.get(c.client.address, []), c, claimed, match)
+        if not fits and not same_client_only:
+            others = [g for g in by_port.get(c.server.port, []) if g.conn.client != c.client]
+            fits = _fits(ctx, others, c, claimed, match)
+            if len(fits) != 1:
+                continue  # other client addresses and several candidates: cannot tell
+            g, why = fits[0]
+            fits = [(g, [*why, f"client address differs ({c.client.address}): NAT?"])]
         if not fits:
             continue
         fresh = [(g, why) for g, why in fits if not g.legs]
@@ -295,6 +333,22 @@ def _pair(
         claimed.add(c.stream)
 
 
+def _fits(
+    ctx: Context, pool: list[_Gateway], c: ConnectionRecord, claimed: set[int], match: Match
+) -> list[tuple[_Gateway, list[str]]]:
+    """The gateways of `pool` (sorted by routing time) that `c` may follow, oldest first."""
+    start = c.tcp.first_ts_ns
+    end = bisect_right([g.routed_ns for g in pool], start)
+    horizon = start - TIMING.link_horizon_s * NS
+    out = []
+    for g in pool[:end]:
+        if g.routed_ns < horizon or g.conn is c or g.conn.stream in claimed:
+            continue
+        if _in_window(g, c) and (why := match(ctx, g, c)) is not None:
+            out.append((g, why))
+    return out
+
+
 def _in_window(g: _Gateway, c: ConnectionRecord) -> bool:
     start = c.tcp.first_ts_ns
     if start < g.routed_ns:
@@ -308,34 +362,21 @@ def _addresses_for(
     ctx: Context, host: str | None, client: str, after_ns: int, before_ns: int
 ) -> set[str]:
     """Addresses DNS gave `client` for `host` (any time up to before_ns; caches live long)."""
-    if host is None:
-        return set()
-    return {
-        a
-        for ans in ctx.answers
-        if ans.name == host and ans.client == client and ans.ts_ns <= before_ns
-        for a in ans.addresses
-    }
+    return ctx.dns.addresses_for(host, client, before_ns)
 
 
-def _dns_for(ctx: Context, host: str | None, client: str, start_ns: int, end_ns: int) -> list:
+def _dns_for(
+    ctx: Context, host: str | None, client: str, start_ns: int, end_ns: int
+) -> list[r.DnsAnswer]:
     """Queries and answers about `host` from `client` between start and end."""
-    if host is None:
-        return []
-    return [
-        d
-        for d in ctx.queries + ctx.answers
-        if d.name == host and d.client == client and start_ns <= d.ts_ns <= end_ns
-    ]
+    return ctx.dns.about(host, client, start_ns, end_ns)
 
 
 def _inferred_dns_failure(ctx: Context, g: _Gateway) -> bool:
     """No second leg, but right after the response the client failed to resolve a worker name."""
     name_of_gateway = ctx.names.get(g.conn.stream)
     limit = g.routed_ns + int(TIMING.follow_window_s * NS)
-    for a in ctx.answers:
-        if not (g.routed_ns <= a.ts_ns <= limit) or a.client != g.conn.client.address:
-            continue
+    for a in ctx.dns.answers_to(g.conn.client.address, g.routed_ns, limit):
         if a.rcode != 0 and a.name != name_of_gateway and r.is_worker_name(a.name):
             g.host = a.name
             g.reasons.append(f"right after the response the client looked up {a.name}")
@@ -480,7 +521,7 @@ def group_attempts(ctx: Context) -> list[Attempt]:
     roles = {x.stream: x for x in ctx.analysis.roles}
     attempts: list[Attempt] = []
     open_by_key: dict[tuple[str, str, int], Attempt] = {}
-    for c in sorted(ctx.analysis.connections, key=lambda c: c.tcp.first_ts_ns):
+    for c in ctx.in_time_order():
         role = roles[c.stream].role
         if c.stream in ctx.second_legs or role not in FIRST_CONTACT:
             continue
@@ -545,8 +586,4 @@ def _attempt_dns(ctx: Context, a: Attempt) -> list[int]:
     names |= {ctx.analysis.redirects[i].target_host for i in a.redirects}
     names.discard(None)
     start = a.start_ns - int(TIMING.dns_before_s * NS)
-    return sorted(
-        d.frame
-        for d in ctx.queries + ctx.answers
-        if d.client == a.client and d.name in names and start <= d.ts_ns <= a.end_ns
-    )
+    return sorted(d.frame for n in names for d in ctx.dns.about(n, a.client, start, a.end_ns))

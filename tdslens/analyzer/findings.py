@@ -473,7 +473,7 @@ def result_hidden(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | No
     p = c.phase(PhaseName.LOGIN_RESPONSE)
     if p is None or not p.inferred:
         return None
-    only = {x.server.port for x in ctx.analysis.connections} == {c.server.port}
+    only = ctx.ports == {c.server.port}
     filtered = (
         f" Every connection in the capture is on port {c.server.port} and there is no DNS: "
         "if the capture was filtered, a second leg may be missing."
@@ -698,7 +698,7 @@ def orphan_second_leg(ctx: Context, c: ConnectionRecord, role: Role) -> list[Fin
 
 
 def _first_frame(ctx: Context) -> int:
-    return min((c.tcp.first_frame for c in ctx.analysis.connections), default=0)
+    return ctx.first_frame
 
 
 SIDE_RULES: list[SideRule] = [
@@ -781,7 +781,7 @@ def redirect_dns_failed(ctx: Context, red: Redirect) -> Finding:
 
 def redirect_not_followed(ctx: Context, red: Redirect) -> Finding:
     gw = ctx.by_stream[red.gateway]
-    ports = {c.server.port for c in ctx.analysis.connections}
+    ports = ctx.ports
     if gw.requests:
         why = (
             f"The client sent {gw.requests} request(s) on the gateway leg after the routing: "
@@ -797,6 +797,19 @@ def redirect_not_followed(ctx: Context, red: Redirect) -> Finding:
     elsewhere = _next_elsewhere(ctx, red)
     if elsewhere:
         why += f" The client's next connection went to {elsewhere} instead."
+    if red.evidence is LinkEvidence.INFERRED:
+        return make(
+            "REDIRECT_NOT_FOLLOWED",
+            "Requests on the gateway leg went unanswered: the driver probably ignored a redirect",
+            f"On stream {red.gateway}: {'; '.join(red.reasons)}. The routing token itself is "
+            "encrypted, so this is inferred; a query blocked on the server looks alike, but a "
+            "driver cancels that one (attention) instead of hanging up without an answer.",
+            [red.gateway],
+            red.frames,
+            remedy="Use a driver that supports routing (TDS 7.4 and redirect support: ODBC 11+, "
+            "JDBC 4.2+, Microsoft.Data.SqlClient, recent tedious), or set the server's "
+            "connection policy to Proxy. Decrypting the capture confirms the routing token.",
+        )
     return make(
         "REDIRECT_NOT_FOLLOWED",
         f"Routing to {_target(red)} received, no connection to it",

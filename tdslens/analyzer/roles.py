@@ -10,6 +10,8 @@ Nothing here decides a link or a finding; it only describes one connection or on
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,6 +49,9 @@ class Timing:
     capture_tail_s: float = 1.0  # the capture ending this soon after a routing may hide legs
     next_connection_s: float = 2.0  # a timing-only link: the next connection this soon
     syn_retry_s: float = 3.0  # a lone SYN this close to the capture's end may yet be answered
+    prompt_request_s: float = 1.0  # a driver sends its first request this soon after login
+    gave_up_s: float = 1.0  # unanswered this long, the request was waited for in vain
+    link_horizon_s: float = 300.0  # no second leg (or retry of one) comes later than this
 
 
 TIMING = Timing()
@@ -116,31 +121,64 @@ def dns_queries(records: Iterable[DnsRecord]) -> list[DnsAnswer]:
     return sorted(out, key=lambda a: (a.ts_ns, a.frame))
 
 
-def name_for_address(
-    answers: list[DnsAnswer], client: str, address: str, before_ns: int
-) -> DnsAnswer | None:
-    """The latest answer to `client` that gave `address`, at most dns_before_s before."""
-    best = None
-    for a in answers:
-        if a.ts_ns > before_ns:
-            break
-        if a.client == client and address in a.addresses:
-            best = a
-    if best is not None and before_ns - best.ts_ns > TIMING.dns_before_s * NS:
-        return None
-    return best
+class DnsIndex:
+    """The capture's DNS, indexed by asking host, so each question is a look-up and a bisect
+    (captures hold thousands of lookups and connections)."""
+
+    def __init__(self, records: Iterable[DnsRecord]) -> None:
+        records = list(records)
+        self.answers = dns_answers(records)
+        self.queries = dns_queries(records)
+        self._by_address: dict[tuple[str, str], list[DnsAnswer]] = defaultdict(list)
+        self._by_name: dict[tuple[str, str], list[DnsAnswer]] = defaultdict(list)
+        self._by_client: dict[str, list[DnsAnswer]] = defaultdict(list)
+        for a in self.answers:
+            self._by_client[a.client].append(a)
+            for address in a.addresses:
+                self._by_address[(a.client, address)].append(a)
+        for a in sorted(self.answers + self.queries, key=lambda a: (a.ts_ns, a.frame)):
+            self._by_name[(a.client, a.name)].append(a)
+
+    def name_for(self, client: str, address: str, before_ns: int) -> DnsAnswer | None:
+        """The latest answer to `client` that gave `address`, at most dns_before_s before."""
+        found = self._by_address.get((client, address), [])
+        i = bisect_right([a.ts_ns for a in found], before_ns)
+        if i == 0:
+            return None
+        best = found[i - 1]
+        return best if before_ns - best.ts_ns <= TIMING.dns_before_s * NS else None
+
+    def about(self, name: str | None, client: str, start_ns: int, end_ns: int) -> list[DnsAnswer]:
+        """Queries and answers about `name` from `client` between start and end."""
+        if name is None:
+            return []
+        return [a for a in self._by_name.get((client, name), []) if start_ns <= a.ts_ns <= end_ns]
+
+    def addresses_for(self, name: str | None, client: str, before_ns: int) -> set[str]:
+        """Addresses DNS gave `client` for `name` up to before_ns (resolver caches live long)."""
+        if name is None:
+            return set()
+        return {
+            address
+            for a in self._by_name.get((client, name), [])
+            if a.ts_ns <= before_ns
+            for address in a.addresses
+        }
+
+    def answers_to(self, client: str, start_ns: int, end_ns: int) -> list[DnsAnswer]:
+        return [a for a in self._by_client.get(client, []) if start_ns <= a.ts_ns <= end_ns]
 
 
 # -- one connection's shape --------------------------------------------------------------------
 
 
-def leg_name(conn: ConnectionRecord, answers: list[DnsAnswer]) -> str | None:
+def leg_name(conn: ConnectionRecord, dns: DnsIndex) -> str | None:
     """The name the client used for this server: SNI, else LOGIN7 server name, else DNS."""
     if conn.tls is not None and conn.tls.sni:
         return clean_host(conn.tls.sni)
     if conn.login is not None and conn.login.servername:
         return clean_host(conn.login.servername)
-    a = name_for_address(answers, conn.client.address, conn.server.address, conn.tcp.first_ts_ns)
+    a = dns.name_for(conn.client.address, conn.server.address, conn.tcp.first_ts_ns)
     return a.name if a else None
 
 
@@ -175,7 +213,9 @@ def data_exchanged(conn: ConnectionRecord) -> bool:
         return False
     if not p.inferred:
         return True
-    return p.frames >= 2
+    # Each client flight after the response counts as a request; more frames than requests
+    # means the server answered something.
+    return p.frames > conn.requests
 
 
 def logged_in(conn: ConnectionRecord) -> bool:
@@ -214,6 +254,26 @@ def closed_after_response(conn: ConnectionRecord, strict: bool = False) -> bool:
     if closed is None:
         return True
     return closed - end[1] <= TIMING.quick_close_s * NS
+
+
+def requests_ignored(conn: ConnectionRecord) -> bool:
+    """The routing-ignored shape: after the encrypted login response the client sent requests
+    at once, the server never answered, and the client gave up after waiting.
+
+    A gateway that has redirected a login does not serve requests on that connection, so an
+    old driver that ignores the routing waits for an answer that never comes.
+    """
+    resp, data, close = (
+        conn.phase(PhaseName.LOGIN_RESPONSE),
+        conn.phase(PhaseName.DATA),
+        conn.phase(PhaseName.CLOSE),
+    )
+    if resp is None or data is None or not data.inferred or data_exchanged(conn):
+        return False
+    if data.start_ns - resp.end_ns > TIMING.prompt_request_s * NS:
+        return False
+    ended = close.start_ns if close is not None else conn.tcp.last_ts_ns
+    return ended - data.start_ns >= TIMING.gave_up_s * NS
 
 
 def answered_syn(conn: ConnectionRecord) -> bool:

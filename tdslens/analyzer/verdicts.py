@@ -9,6 +9,8 @@ reported), and the explaining finding is the one of that try that comes first in
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from tdslens.analyzer import roles as r
 from tdslens.analyzer.correlate import Context
 from tdslens.analyzer.findings import PRIORITY, connection_failure
@@ -31,11 +33,12 @@ UNDECIDED = {"LOGIN_RESULT_HIDDEN", "CAPTURE_INCOMPLETE"}
 def judge(ctx: Context) -> None:
     """Set every attempt's verdict and findings, then the capture's verdict."""
     a = ctx.analysis
+    by_stream: dict[int, list[int]] = defaultdict(list)
+    for i, f in enumerate(a.findings):
+        for s in f.connections:
+            by_stream[s].append(i)
     for attempt in a.attempts:
-        members = set(attempt.connections)
-        attempt.findings = [
-            i for i, f in enumerate(a.findings) if members.intersection(f.connections)
-        ]
+        attempt.findings = sorted({i for s in attempt.connections for i in by_stream.get(s, [])})
         attempt.verdict = _attempt_verdict(ctx, attempt)
     a.verdict = _capture_verdict(a.attempts)
 
