@@ -263,42 +263,75 @@ class Chunk:
     from_client: bool
     data: bytes
     frame: int
+    gap: int = 0  # bytes the capture never held before this point (data is then empty)
 
 
-def capture_streams(path: Path, server_port: int = 1433) -> list[list[Chunk]]:
-    """TCP payload chunks per connection, in frame order, duplicates and overlaps removed."""
+def capture_streams(path: Path, server_port: int | None = 1433) -> list[list[Chunk]]:
+    """Per connection, each direction's TCP payload in sequence order, as Chunks.
+
+    Retransmissions, duplicates (captures on "any") and overlaps are dropped; out-of-order
+    segments are put back in order; bytes never captured become a gap Chunk. The client is the
+    side talking to ``server_port``; with None, the side that sent the SYN (else the higher
+    port). The two directions are interleaved by frame number, each keeping its own order.
+    """
+    import heapq
+
     from scapy.layers.inet import TCP
     from scapy.utils import rdpcap
 
-    conns: dict[tuple, list[Chunk]] = {}
-    next_seq: dict[tuple, int] = {}
+    segments: dict[tuple, list[tuple[int, int, bytes]]] = {}  # (conn, dir) -> (seq, frame, data)
+    isn: dict[tuple, int] = {}
+    clients: dict[frozenset, tuple] = {}
+    order: list[frozenset] = []
     for number, pkt in enumerate(rdpcap(str(path)), start=1):
         if TCP not in pkt:
             continue
         tcp = pkt[TCP]
         ip = tcp.underlayer
-        from_client = tcp.dport == server_port
-        client = (ip.src, tcp.sport) if from_client else (ip.dst, tcp.dport)
-        key = (client, from_client)
+        src, dst = (ip.src, tcp.sport), (ip.dst, tcp.dport)
+        conn = frozenset((src, dst))
+        if conn not in clients and conn not in order:
+            order.append(conn)
+        if server_port is not None:
+            clients.setdefault(conn, src if tcp.dport == server_port else dst)
+        elif tcp.flags & 0x12 == 0x02:  # SYN without ACK: the client
+            clients[conn] = src
+        from_client = src == clients.get(conn, src if tcp.sport > tcp.dport else dst)
+        key = (conn, from_client)
         # Trim link-layer padding (short Ethernet frames): the IP length is the truth.
         ip_len = ip.len if hasattr(ip, "ihl") else ip.plen + 40
         header = (ip.ihl * 4 if hasattr(ip, "ihl") else 40) + tcp.dataofs * 4
         payload = bytes(tcp.payload)[: max(ip_len - header, 0)]
         if tcp.flags & 0x02:  # SYN
-            next_seq[key] = tcp.seq + 1
-            conns.setdefault(client, [])
-            continue
-        if not payload:
-            continue
-        seq = tcp.seq
-        expected = next_seq.get(key, seq)
-        if seq + len(payload) <= expected:
-            continue  # duplicate (a capture on "any" sees frames twice)
-        if seq < expected:
-            payload = payload[expected - seq :]
-        next_seq[key] = seq + len(payload) + max(expected - seq, 0)
-        conns.setdefault(client, []).append(Chunk(from_client, payload, number))
-    return list(conns.values())
+            isn[key] = tcp.seq + 1
+        elif payload:
+            segments.setdefault(key, []).append((tcp.seq, number, payload))
+    out: list[list[Chunk]] = []
+    for conn in order:
+        sides = []
+        for from_client in (True, False):
+            segs = sorted(segments.get((conn, from_client), []), key=lambda s: (s[0], s[1]))
+            chunks: list[Chunk] = []
+            expected = isn.get((conn, from_client), segs[0][0] if segs else 0)
+            for seq, frame, data in segs:
+                if seq + len(data) <= expected:
+                    continue  # retransmission or duplicate
+                if seq < expected:
+                    data = data[expected - seq :]
+                elif seq > expected:
+                    chunks.append(Chunk(from_client, b"", frame, gap=seq - expected))
+                chunks.append(Chunk(from_client, data, frame))
+                expected = max(seq, expected) + len(data)
+            sides.append(chunks)
+        out.append(list(heapq.merge(*sides, key=lambda c: c.frame)))
+    return out
+
+
+def feed_chunk(direction, chunk: Chunk) -> list:
+    """Hand one Chunk to a TdsDirection: data, or the gap it stands for."""
+    if chunk.gap:
+        return direction.gap(chunk.gap, chunk.frame)
+    return direction.feed(chunk.data, chunk.frame)
 
 
 Feeder = Callable[[bytes, int], list]

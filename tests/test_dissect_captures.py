@@ -83,7 +83,7 @@ def dissect(path: Path) -> dict[int, list[ev.Event]]:
     for conn in tb.capture_streams(path):
         sides = {True: TdsDirection(True), False: TdsDirection(False)}
         for chunk in conn:
-            for e in sides[chunk.from_client].feed(chunk.data, chunk.frame):
+            for e in tb.feed_chunk(sides[chunk.from_client], chunk):
                 by_frame[e.frames[-1]].append(e)
         for side in sides.values():
             for e in side.eof():
