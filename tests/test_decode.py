@@ -526,17 +526,15 @@ def write_many(path: Path, n: int) -> Path:
 
 
 @pytest.mark.slow
-def test_read_and_decode_speed(tmp_path):
-    """The hot path stays well under a microsecond per frame (~0.45 s per 1M on an idle box);
-    the bound here is loose so that a busy CI machine does not fail it."""
-    import time
-
+def test_many_frames_across_batches_all_decode(tmp_path):
+    """200k frames span several chunks and batches; every one becomes a row, in order.
+    (Speed is measured by benchmarks/run.py against tshark, not asserted in a unit test.)"""
     n = 200_000
     path = write_many(tmp_path / "many.pcap", n)
-    start = time.process_time()
     reader = open_capture(path)
     decoder = Decoder(path=str(path))
-    rows = sum(len(decoder.decode(b)[0]) for b in reader.batches())
-    elapsed = time.process_time() - start
-    assert rows == n
-    assert elapsed / n * 1e6 < 3.0, f"{elapsed / n * 1e6:.2f} s per 1M frames"
+    numbers = [decoder.decode(b)[0].number for b in reader.batches()]
+    assert len(numbers) > 1
+    joined = np.concatenate(numbers)
+    assert len(joined) == n
+    assert (np.diff(joined) == 1).all() and joined[0] == 1
