@@ -261,6 +261,9 @@ class ConnectionDissector:
             return self._encrypted(e, from_client)
         if isinstance(e, ev.Login7):
             self.login = _login_facts(e)
+            # The server's token layouts depend on the TDS version; without a LOGINACK (failed
+            # login) the client's LOGIN7 is the only place to learn it.
+            self._dirs[False].hint_tds_version(e.tds_version)
             return PhaseName.LOGIN
         if isinstance(e, ev.FedAuthToken) or (isinstance(e, ev.Sspi) and e.from_client):
             return PhaseName.LOGIN if not self._response_done else PhaseName.DATA
