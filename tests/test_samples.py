@@ -7,6 +7,7 @@ documented shape (docs/lab.md). Needs tshark, but neither root nor the network.
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,84 @@ def test_capture_matches_expected(tshark: str, path: Path) -> None:
 def test_samples_stay_small() -> None:
     total = sum(p.stat().st_size for p in SAMPLES.iterdir() if p.is_file())
     assert total < 20 * 1024 * 1024
+
+
+def _tcp(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in doc["connections"] if c["transport"] == "tcp"]
+
+
+def _routed_in_clear(doc: dict[str, Any]) -> bool:
+    """Routed, and every routing response went unencrypted (no TLS, or TLS for LOGIN7 only)."""
+    routed = [c for c in _tcp(doc) if c["routing"]]
+    return bool(routed) and all(c["encryption"] in {"none", "login_only"} for c in routed)
+
+
+ROUTED_IN_CLEAR = [p for p in EXPECTED if _routed_in_clear(_load(p))]
+NOT_FOLLOWED = [
+    p
+    for p in EXPECTED
+    if _load(p)["verdict"]["reason"] in {"routing_ignored", "routing_not_followed"}
+]
+
+
+@pytest.mark.parametrize("path", EXPECTED, ids=_ids(EXPECTED))
+def test_keylog_iff_tls(path: Path) -> None:
+    """A connection with TLS has a key log beside it; a null keylog means no TLS at all."""
+    doc = _load(path)
+    if any(c["tls"] for c in _tcp(doc)):
+        assert doc["keylog"]
+    if doc["keylog"] is None:
+        assert not any(c["tls"] for c in _tcp(doc))
+
+
+def test_some_routing_tokens_travel_in_clear() -> None:
+    scenarios = {_load(p)["scenario"] for p in ROUTED_IN_CLEAR}
+    assert {"redirect_cleartext", "readonly_routing_cleartext", "redirect_login_only"} <= scenarios
+
+
+@pytest.mark.parametrize("path", ROUTED_IN_CLEAR, ids=_ids(ROUTED_IN_CLEAR))
+def test_cleartext_routing_token_is_readable_without_keys(tshark: str, path: Path) -> None:
+    """tshark, given no key log, finds the ENVCHANGE type 20 on every routed connection, and
+    its bytes carry the expected target (MS-TDS 2.2.7.9: protocol 0, port, UCS-2 server)."""
+    doc = _load(path)
+    cmd = [tshark, "-r", str(SAMPLES / doc["capture"]), "-n", "-Y", "tds.envchange.type == 20"]
+    cmd += ["-T", "fields", "-E", "occurrence=l", "-e", "ip.src", "-e", "tcp.srcport"]
+    cmd += ["-e", "tcp.payload"]
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    seen: set[tuple[str, int]] = set()
+    for line in out.stdout.splitlines():
+        ip, port, payload = line.split("\t")
+        seen.add((ip, int(port)))
+        host, tport = doc["verdict"]["routing_target"].values()
+        value = b"\x00" + struct.pack("<HH", tport, len(host)) + host.encode("utf-16-le")
+        assert value in bytes.fromhex(payload.replace(":", ""))
+    assert seen == {tuple(c["server"]) for c in _tcp(doc) if c["routing"]}
+
+
+@pytest.mark.parametrize("path", NOT_FOLLOWED, ids=_ids(NOT_FOLLOWED))
+def test_ignored_routing_has_no_second_leg(tshark: str, path: Path) -> None:
+    """An old driver that ignores the routing token: never resolves the target, never connects
+    to it; with routing_ignored it kept talking on the routed connection instead."""
+    doc = _load(path)
+    v = doc["verdict"]
+    assert v["followed_redirect"] is False
+    target = v["routing_target"]["host"]
+    asked = [
+        q["name"].rstrip(".").lower()
+        for c in doc["connections"]
+        if c["transport"] == "udp"
+        for q in c["queries"]
+    ]
+    assert target not in asked
+    routed = [c for c in _tcp(doc) if c["routing"]]
+    assert routed
+    # every TCP connection (retries included) went to the server that sent the routing token
+    assert {tuple(c["server"]) for c in _tcp(doc)} == {tuple(routed[0]["server"])}
+    if v["reason"] == "routing_ignored":
+        assert all(c["data_after_response"] > 0 for c in routed)

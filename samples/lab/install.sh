@@ -22,8 +22,19 @@ mkdir -p out
 out/venv/bin/python -m pip install -q --upgrade pip
 # cryptography: the lab's own self-signed certificate. The rest are the drivers under test.
 out/venv/bin/python -m pip install -q cryptography pyopenssl python-tds pymssql mssql-python
+# An old driver that ignores the routing ENVCHANGE, for redirect_ignored and the cleartext
+# routing scenarios: python-tds 1.9.1, the last release before routing support (1.10.0).
+[ -x out/venv-pytds19/bin/python ] || python3 -m venv out/venv-pytds19
+out/venv-pytds19/bin/python -m pip install -q --upgrade pip
+out/venv-pytds19/bin/python -m pip install -q python-tds==1.9.1 six==1.17.0 pyopenssl
 
 if command -v npm >/dev/null 2>&1; then
     (cd drivers && npm install --no-audit --no-fund --silent)
+    # tedious 1.0.0, pinned in drivers/legacy/package.json: no routing support. Installed apart
+    # (git-ignored out/node-legacy, no lock file) so it never mixes with today's tedious.
+    mkdir -p out/node-legacy
+    cp drivers/legacy/package.json out/node-legacy/package.json
+    (cd out/node-legacy && npm install --no-audit --no-fund --no-package-lock --silent)
 fi
-echo "lab install done: $LAB/out/venv, $LAB/drivers/node_modules"
+echo "lab install done: $LAB/out/venv, $LAB/out/venv-pytds19, $LAB/drivers/node_modules," \
+    "$LAB/out/node-legacy"

@@ -3,6 +3,7 @@
     sudo python3 -m samples.lab.run                       # everything, into samples/lab/out/runs
     sudo python3 -m samples.lab.run -s redirect_ok -d tedious
     sudo python3 -m samples.lab.run --publish              # then copy into samples/pcaps
+    sudo python3 -m samples.lab.run -s redirect_cleartext --publish   # publish only that scenario
 
 Each run gets fresh namespaces, a fresh simulator and its own tcpdump; the expected file is
 written from the simulator's event log, the firewall's sets and the client's own report, never
@@ -34,13 +35,28 @@ from .scenarios import (
     SCENARIOS,
     Driver,
     Scenario,
+    takes_part,
 )
 
 LAB = Path(__file__).resolve().parent
 REPO = LAB.parent.parent
 OUT = LAB / "out"
-VENV_PY = OUT / "venv" / "bin" / "python"
 PCAPS = REPO / "samples" / "pcaps"
+
+
+def venv_python(drv: Driver) -> Path:
+    return OUT / drv.venv / "bin" / "python"
+
+
+def installed_marker(drv: Driver) -> Path | None:
+    """A path install.sh creates for this driver (None: a Debian package, checked by apt)."""
+    if drv.kind == "python":
+        return venv_python(drv)
+    if drv.kind == "node":
+        legacy = drv.script == "run_tedious_legacy.js"
+        base = OUT / "node-legacy" if legacy else LAB / "drivers"
+        return base / "node_modules" / "tedious"
+    return None
 
 
 def driver_command(
@@ -55,12 +71,17 @@ def driver_command(
     }
     payload = json.dumps(args)
     if drv.kind == "python":
-        return [str(VENV_PY), str(LAB / "drivers" / "pydrivers.py"), drv.module, payload], env
+        return [
+            str(venv_python(drv)),
+            str(LAB / "drivers" / "pydrivers.py"),
+            drv.module,
+            payload,
+        ], env
     if drv.kind == "node":
         return [
             "node",
             f"--tls-keylog={keylog}",
-            str(LAB / "drivers" / "run_tedious.js"),
+            str(LAB / "drivers" / drv.script),
             payload,
         ], env
     return ["sh", str(LAB / "drivers" / "run_tsql.sh"), payload], env
@@ -99,6 +120,7 @@ def run_one(sc: Scenario, drv: Driver, runs: Path, cert: Path, key: Path) -> dic
         "password": "Lab-Passw0rd!",
         "database": "appdb",
         "encrypt": sc.encrypt,
+        "login_only": sc.login_only,
         "readonly": sc.readonly,
         "tds_version": sc.tds_version,
         "timeout": sc.timeout,
@@ -195,6 +217,14 @@ def run_one(sc: Scenario, drv: Driver, runs: Path, cert: Path, key: Path) -> dic
     return write_expected(work)
 
 
+def has_secrets(keys: Path) -> bool:
+    """Whether a key log holds any secret: Python writes a comment line even with no TLS at all."""
+    if not keys.exists():
+        return False
+    lines = keys.read_text(errors="replace").splitlines()
+    return any(ln.strip() and not ln.startswith("#") for ln in lines)
+
+
 def write_expected(work: Path) -> dict[str, Any]:
     """(Re)build a run's expected file from what the run recorded (no network needed)."""
     inp = json.loads((work / "lab_inputs.json").read_text())
@@ -210,7 +240,7 @@ def write_expected(work: Path) -> dict[str, Any]:
         hits=inp["hits"],
         seen=inp["seen"],
         capture=pcap.name,
-        keylog=keys.name if keys.exists() and keys.stat().st_size else None,
+        keylog=keys.name if has_secrets(keys) else None,
         args=inp["args"],
         started=inp["started"],
         duration=inp["duration"],
@@ -219,15 +249,19 @@ def write_expected(work: Path) -> dict[str, Any]:
     return expected
 
 
-def publish(runs: Path) -> None:
-    """Copy every finished run (capture, keys, expected) into samples/pcaps."""
+def publish(runs: Path, only: set[str] | None = None) -> None:
+    """Copy finished runs (capture, keys, expected) into samples/pcaps: all, or those in `only`."""
     PCAPS.mkdir(parents=True, exist_ok=True)
     for work in sorted(runs.iterdir()):
         base = work.name
+        if only is not None and base not in only:
+            continue
         if not (work / f"{base}.json").exists():
             continue
         for suffix in (".pcap", ".keys", ".json"):
             src = work / f"{base}{suffix}"
+            if suffix == ".keys" and not has_secrets(src):
+                continue  # no TLS session in this run: the expected file says keylog null
             if src.exists():
                 shutil.copy2(src, PCAPS / src.name)
 
@@ -241,27 +275,37 @@ def main(argv: list[str] | None = None) -> int:
         "--rebuild", action="store_true", help="only rebuild expected files of earlier runs"
     )
     args = ap.parse_args(argv)
+    scenarios = [BY_SCENARIO[n] for n in args.scenario] if args.scenario else SCENARIOS
+    drivers = [BY_DRIVER[n] for n in args.driver] if args.driver else DRIVERS
+    # With -s/-d, only the selected runs are rebuilt and published; without, all of them.
+    selected = (
+        {f"{sc.name}__{drv.name}" for sc in scenarios for drv in drivers if takes_part(sc, drv)}
+        if args.scenario or args.driver
+        else None
+    )
     if args.rebuild:
         for work in sorted((OUT / "runs").iterdir()):
+            if selected is not None and work.name not in selected:
+                continue
             if (work / "lab_inputs.json").exists():
                 write_expected(work)
         if args.publish:
-            publish(OUT / "runs")
+            publish(OUT / "runs", selected)
         return 0
     if os.geteuid() != 0:
         print("the lab needs root (network namespaces, tcpdump, nft)", file=sys.stderr)
         return 2
-    if not VENV_PY.exists():
-        print("run samples/lab/install.sh first", file=sys.stderr)
+    markers = {installed_marker(d) for d in drivers}
+    missing = sorted(str(p) for p in markers if p is not None and not p.exists())
+    if missing:
+        print(f"run samples/lab/install.sh first (missing {missing})", file=sys.stderr)
         return 2
-    scenarios = [BY_SCENARIO[n] for n in args.scenario] if args.scenario else SCENARIOS
-    drivers = [BY_DRIVER[n] for n in args.driver] if args.driver else DRIVERS
     cert, key = make_cert(OUT / "tls", CERT_NAMES)
     runs = OUT / "runs"
     t0 = time.time()
     for sc in scenarios:
         for drv in drivers:
-            if any(f not in drv.features for f in sc.needs):
+            if not takes_part(sc, drv):
                 continue
             t = time.time()
             exp = run_one(sc, drv, runs, cert, key)
@@ -273,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"total {time.time() - t0:.0f}s")
     if args.publish:
-        publish(runs)
+        publish(runs, selected)
     return 0
 
 

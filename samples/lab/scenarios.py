@@ -44,6 +44,10 @@ class Scenario:
     timeout: int = 15  # driver login timeout, seconds
     tds_version: str | None = None  # ask the driver for this TDS version (FreeTDS-based only)
     loss_percent: int = 0  # share of server->client data segments dropped (retransmissions)
+    # With encrypt="off": ask for login-only encryption (PRELOGIN ENCRYPT_OFF) where the driver
+    # has a switch for it, instead of no encryption at all (ENCRYPT_NOT_SUP).
+    login_only: bool = False
+    drivers: tuple[str, ...] = ()  # only these drivers (empty: every driver that has `needs`)
 
 
 def gateway(**kw: Any) -> dict[str, Any]:
@@ -153,6 +157,78 @@ SCENARIOS: list[Scenario] = [
         needs=("readonly",),
     ),
     Scenario(
+        "readonly_routing_cleartext",
+        "On-premises Always On read-only routing with encryption off: the listener answers"
+        " ENCRYPT_NOT_SUP and routes ReadOnly-intent logins to a secondary, all in cleartext.",
+        [
+            {
+                "name": LISTENER_NAME,
+                "role": "listener",
+                "host": LISTENER_IP,
+                "port": 1433,
+                "action": "route_readonly",
+                "route_host": REPLICA_NAME,
+                "route_port": 1433,
+                "encryption": "refuse",
+            },
+            {
+                "name": REPLICA_NAME,
+                "role": "replica",
+                "host": REPLICA_IP,
+                "port": 1433,
+                "encryption": "refuse",
+            },
+        ],
+        connect_host=LISTENER_NAME,
+        readonly=True,
+        encrypt="off",
+        drivers=(
+            "tedious",
+            "mssql-python-odbc18",
+            "mssql-python-rs",
+            "pytds",
+            "pymssql",
+            "tsql",
+            "pytds-1.9",
+        ),
+    ),
+    Scenario(
+        "redirect_cleartext",
+        "Gateway and worker that do not support encryption (ENCRYPT_NOT_SUP): the routing"
+        " ENVCHANGE travels in cleartext.",
+        [gateway(encryption="refuse"), worker(encryption="refuse")],
+        encrypt="off",
+        drivers=(
+            "tedious",
+            "mssql-python-odbc18",
+            "mssql-python-rs",
+            "pytds",
+            "pymssql",
+            "tsql",
+            "pytds-1.9",
+            "tedious-1.0",
+        ),
+    ),
+    Scenario(
+        "redirect_login_only",
+        "Gateway and worker with optional encryption (TLS 1.2), client asks for login-only"
+        " encryption (ENCRYPT_OFF): LOGIN7 inside TLS, the routing ENVCHANGE in cleartext.",
+        [
+            gateway(encryption="optional", tls_max="1.2"),
+            worker(encryption="optional", tls_max="1.2"),
+        ],
+        encrypt="off",
+        login_only=True,
+        needs=("login_only",),
+    ),
+    Scenario(
+        "redirect_ignored",
+        "Redirect policy (TLS 1.2); an old driver without routing support ignores the ENVCHANGE"
+        " and sends its query on the gateway connection.",
+        [gateway(tls_max="1.2"), worker(tls_max="1.2")],
+        drivers=("pytds-1.9",),
+    ),
+    Scenario(
         "strict_redirect",
         "TDS 8.0 strict (TLS first, ALPN tds/8.0) gateway and worker.",
         [gateway(strict=True), worker(strict=True)],
@@ -201,6 +277,10 @@ class Driver:
     features: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     module: str = ""  # pydrivers.py runner name
+    venv: str = "venv"  # python drivers: the venv under samples/lab/out that holds this driver
+    script: str = "run_tedious.js"  # node drivers: the runner in samples/lab/drivers
+    # True: runs only in scenarios that name it in `drivers` (an old release kept for one case)
+    named_only: bool = False
 
 
 DRIVERS: list[Driver] = [
@@ -208,22 +288,39 @@ DRIVERS: list[Driver] = [
     Driver(
         "mssql-python-odbc18",
         "python",
-        ("strict", "readonly"),
+        ("strict", "readonly", "login_only"),
         {"MSSQL_PYTHON_NATIVE_PROVIDER": "msodbcsql18"},
         "mssql-python",
     ),
     Driver(
         "mssql-python-rs",
         "python",
-        ("strict", "readonly"),
+        ("strict", "readonly", "login_only"),
         {"MSSQL_PYTHON_NATIVE_PROVIDER": "mssql-odbc"},
         "mssql-python",
     ),
-    Driver("pytds", "python", ("readonly",), module="pytds"),
-    Driver("pymssql", "python", ("readonly", "tdsversion"), module="pymssql"),
-    Driver("tsql", "tsql", ("tdsversion",)),
+    Driver("pytds", "python", ("readonly", "login_only"), module="pytds"),
+    Driver("pymssql", "python", ("readonly", "tdsversion", "login_only"), module="pymssql"),
+    Driver("tsql", "tsql", ("tdsversion", "readonly", "login_only")),
+    # python-tds 1.9.1 (2018), the last release before routing support (1.10.0): it logs
+    # "unknown env type: 20, skipping" and goes on using the gateway connection.
+    Driver(
+        "pytds-1.9", "python", ("readonly",), module="pytds", venv="venv-pytds19", named_only=True
+    ),
+    # tedious 1.0.0 (2014): prints "Unsupported ENVCHANGE type 20" and stays on the gateway.
+    # Cleartext only: its TLS code needs crypto.createCredentials, gone from today's Node.js.
+    Driver("tedious-1.0", "node", (), script="run_tedious_legacy.js", named_only=True),
 ]
 
 BY_SCENARIO = {s.name: s for s in SCENARIOS}
+
+
+def takes_part(sc: Scenario, drv: Driver) -> bool:
+    """Whether a driver runs in a scenario: named there, or (unless named-only) has its needs."""
+    if sc.drivers:
+        return drv.name in sc.drivers
+    return not drv.named_only and all(f in drv.features for f in sc.needs)
+
+
 BY_DRIVER = {d.name: d for d in DRIVERS}
 DNS_CONFIG = {"host": DNS_IP, "records": DNS_RECORDS}

@@ -32,6 +32,9 @@ def run_pytds(a: dict[str, Any]) -> list[Any]:
     )
     if a["encrypt"] != "off":
         kw.update(cafile=a["cafile"], validate_host=False)
+    elif a.get("login_only"):
+        # PRELOGIN ENCRYPT_OFF: TLS for LOGIN7 only, the rest of the session in clear
+        kw.update(cafile=a["cafile"], validate_host=False, enc_login_only=True)
     with pytds.connect(**kw) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")
         return [list(r) for r in cur.fetchall()]
@@ -51,7 +54,10 @@ def run_pymssql(a: dict[str, Any]) -> list[Any]:
         appname="tdslens-lab",
         tds_version=a.get("tds_version") or "7.4",
         autocommit=True,
-        encryption={"off": "off", "on": "require", "strict": "strict"}[a["encrypt"]],
+        # FreeTDS "request" sends ENCRYPT_OFF: login-only encryption if the server agrees
+        encryption="request"
+        if a.get("login_only")
+        else {"off": "off", "on": "require", "strict": "strict"}[a["encrypt"]],
         read_only=a.get("readonly", False),
     )
     try:
@@ -65,6 +71,7 @@ def run_pymssql(a: dict[str, Any]) -> list[Any]:
 def run_mssql_python(a: dict[str, Any]) -> list[Any]:
     import mssql_python
 
+    # Encrypt=no already sends ENCRYPT_OFF (login-only encryption when the server agrees)
     enc = {"off": "no", "on": "yes", "strict": "strict"}[a["encrypt"]]
     parts = [
         f"Server=tcp:{a['host']},{a['port']}",

@@ -1,12 +1,17 @@
 #!/bin/sh
 # Run FreeTDS tsql once: log in, SELECT 1, exit. Prints ONE JSON line (the client's view).
-# Usage: run_tsql.sh JSON   (host, port, user, password, database, encrypt, timeout, workdir)
+# Usage: run_tsql.sh JSON   (host, port, user, password, database, encrypt, login_only,
+#        readonly, timeout, workdir)
 set -u
 json="$1"
 get() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]) or "")' "$json" "$1"; }
 host=$(get host); port=$(get port); user=$(get user); pass=$(get password); db=$(get database)
 enc=$(get encrypt); timeout=$(get timeout); dir=$(get workdir); tdsv=$(get tds_version)
+login_only=$(get login_only); readonly=$(get readonly)
 case "$enc" in off) fenc=off ;; strict) fenc=strict ;; *) fenc=require ;; esac
+# "request" sends ENCRYPT_OFF: login-only encryption when the server agrees
+[ "$enc" = off ] && [ "$login_only" = True ] && fenc=request
+intent=no; [ "$readonly" = True ] && intent=yes
 conf="$dir/freetds.conf"
 cat > "$conf" <<CONF
 [global]
@@ -14,6 +19,7 @@ cat > "$conf" <<CONF
 	encryption = $fenc
 	login timeout = $timeout
 	timeout = $timeout
+	read-only intent = $intent
 CONF
 start=$(date +%s.%N)
 # tsql -H takes the version from TDSVER, not from freetds.conf's [global].
