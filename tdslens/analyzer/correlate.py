@@ -235,12 +235,18 @@ def _exact_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str] | 
 def _inferred_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str] | None:
     if c.server == g.conn.server:
         return None  # back to the gateway: a retry, not a second leg
+    name = ctx.names.get(c.stream)
+    gateway_like = r.is_azure_name(name) and not r.is_worker_name(name)
+    if gateway_like and not r.in_redirect_range(c.server.port):
+        return None  # to an Azure SQL server's own name: another gateway, a new attempt
     why: list[str] = []
     if r.in_redirect_range(c.server.port):
         why.append(f"port {c.server.port} is in the Azure redirect ranges")
-    name = _looked_up_after(ctx, c, g)
-    if name is not None:
-        why.append(f"{c.server.address} is what DNS gave for {name}, looked up after the response")
+    looked_up = _looked_up_after(ctx, c, g)
+    if looked_up is not None:
+        why.append(
+            f"{c.server.address} is what DNS gave for {looked_up}, looked up after the response"
+        )
     sni = c.tls.sni if c.tls is not None else None
     if r.is_worker_name(sni):
         why.append(f"TLS SNI names an Azure worker ({sni})")
@@ -319,18 +325,50 @@ def _pair(
             continue
         fresh = [(g, why) for g, why in fits if not g.legs]
         if fresh:
-            g, why = fresh[0]
+            g, why = _closest(ctx, fresh, c)
             if len(fresh) > 1:
                 g.ambiguous = True
-                g.candidates.update(x.conn.stream for x, _ in fresh[1:])
+                g.candidates.update(x.conn.stream for x, _ in fresh if x is not g)
         else:  # a retry of a second leg: the latest gateway that already went there
             same_target = [(g, why) for g, why in fits if g.legs[-1].server == c.server]
-            g, why = (same_target or fits)[-1]
+            if not same_target:
+                continue  # a served gateway does not take a connection elsewhere
+            g, why = same_target[-1]
+            if _logged_in_between(ctx, c, g.legs[-1].tcp.first_ts_ns):
+                continue  # the client went back through a gateway: a new attempt's leg
         if not g.legs:
             g.reasons.extend(why)
             g.ambiguous = g.ambiguous or why[0].startswith("weak:")
         g.legs.append(c)
         claimed.add(c.stream)
+
+
+def _logged_in_between(ctx: Context, c: ConnectionRecord, since_ns: int) -> bool:
+    """Another login answered for this client between `since_ns` and c's start: a retry of a
+    second leg comes without going back through a gateway."""
+    mine = ctx.by_client.get(c.client.address, [])
+    i = bisect_right([o.tcp.first_ts_ns for o in mine], since_ns)
+    for o in mine[i:]:
+        if o.tcp.first_ts_ns >= c.tcp.first_ts_ns:
+            return False
+        if o.server != c.server and o.phase(PhaseName.LOGIN_RESPONSE) is not None:
+            return True
+    return False
+
+
+def _closest(
+    ctx: Context, fresh: list[tuple[_Gateway, list[str]]], c: ConnectionRecord
+) -> tuple[_Gateway, list[str]]:
+    """Of several waiting gateway legs, the one whose answer came last before the client
+    looked up the second leg's name (or, without DNS, before its SYN): drivers resolve and
+    connect right after reading the routing."""
+    ref = c.tcp.first_ts_ns
+    a = ctx.dns.name_for(c.client.address, c.server.address, ref)
+    if a is not None:
+        asked = [q.ts_ns for q in ctx.dns.about(a.name, a.client, 0, a.ts_ns) if q.rcode < 0]
+        ref = asked[-1] if asked else a.ts_ns
+    before = [(g, why) for g, why in fresh if g.routed_ns <= ref]
+    return max(before or fresh, key=lambda x: x[0].routed_ns)
 
 
 def _fits(
