@@ -302,12 +302,12 @@ DRIVERS: list[Driver] = [
     Driver("pytds", "python", ("readonly", "login_only"), module="pytds"),
     Driver("pymssql", "python", ("readonly", "tdsversion", "login_only"), module="pymssql"),
     Driver("tsql", "tsql", ("tdsversion", "readonly", "login_only")),
-    # python-tds 1.9.1 (2018), the last release before routing support (1.10.0): it logs
+    # python-tds 1.9.1, the last release before routing support (1.10.0): it logs
     # "unknown env type: 20, skipping" and goes on using the gateway connection.
     Driver(
         "pytds-1.9", "python", ("readonly",), module="pytds", venv="venv-pytds19", named_only=True
     ),
-    # tedious 1.0.0 (2014): prints "Unsupported ENVCHANGE type 20" and stays on the gateway.
+    # tedious 1.0.0: prints "Unsupported ENVCHANGE type 20" and stays on the gateway.
     # Cleartext only: its TLS code needs crypto.createCredentials, gone from today's Node.js.
     Driver("tedious-1.0", "node", (), script="run_tedious_legacy.js", named_only=True),
 ]

@@ -1,4 +1,4 @@
-// Run tedious 1.0.0 (2014, before routing support) once: connect, log in, SELECT 1, close.
+// Run tedious 1.0.0 (before routing support) once: connect, log in, SELECT 1, close.
 // Prints ONE JSON line (the client's view). Its API predates the `authentication` object.
 // Usage: node run_tedious_legacy.js JSON
 // tedious comes from samples/lab/out/node-legacy, installed by install.sh from
