@@ -12,6 +12,9 @@ import warnings
 from dataclasses import replace
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tls_records_util import Record, Session, make_session
@@ -26,6 +29,7 @@ from tdslens.dissectors.tls_decrypt import (
     DecryptResult,
     TlsDecryptor,
 )
+from tdslens.dissectors.tls_keys import SUITES, tls13_keys
 
 BIG = bytes(range(256)) * 160  # 40 KB: several records of 16 KB
 EXCHANGES = (
@@ -166,6 +170,47 @@ def test_secret_source_is_any_object_with_a_secret_method() -> None:
             return log.secret(client_random, label)
 
     assert plaintext(run(s.records, Source()), False) == s.server_sent
+
+
+def test_tls13_key_update_moves_to_the_next_secret() -> None:
+    """RFC 8446 4.6.3 / 7.2: after KeyUpdate the sender uses HKDF-Expand-Label(s, "traffic upd").
+
+    Python cannot send a KeyUpdate, so the test appends two server records to a real session:
+    a KeyUpdate under SERVER_TRAFFIC_SECRET_0, then data under the next secret (derived here by
+    hand from the RFC, not with the module under test).
+    """
+    s = session("tls13-aes256-gcm")
+    log = parse_keylog(s.keylog)
+    dec = TlsDecryptor(log)
+    app_seq, finished = 0, False
+    for r in s.records:
+        results = dec.feed(r.from_client, r.content_type, r.version, r.fragment, r.frames)
+        if not r.from_client and r.content_type == 23 and finished:
+            app_seq += 1
+        finished |= any(
+            isinstance(x, DecryptedHandshake) and x.msg_type == 20 and not x.from_client
+            for x in results
+        )
+    suite = SUITES[0x1302]
+    secret0 = log.secret(dec.client_random or b"", "SERVER_TRAFFIC_SECRET_0")
+    assert secret0 is not None
+    label = b"tls13 traffic upd"
+    info = (48).to_bytes(2, "big") + bytes([len(label)]) + label + b"\x00"
+    secret1 = HKDFExpand(hashes.SHA384(), 48, info).derive(secret0)
+
+    def seal(secret: bytes, seq: int, inner: bytes) -> Record:
+        keys = tls13_keys(suite, secret)
+        nonce = (int.from_bytes(keys.iv, "big") ^ seq).to_bytes(12, "big")
+        aad = b"\x17\x03\x03" + (len(inner) + 16).to_bytes(2, "big")
+        return Record(False, 23, 0x0303, AESGCM(keys.key).encrypt(nonce, inner, aad), (999,))
+
+    key_update = seal(secret0, app_seq, b"\x18\x00\x00\x01\x00" + b"\x16")
+    after = seal(secret1, 0, b"after the update" + b"\x17" + bytes(5))  # with zero padding
+    results = []
+    for r in (key_update, after):
+        results += dec.feed(r.from_client, r.content_type, r.version, r.fragment, r.frames)
+    assert [x.msg_type for x in results if isinstance(x, DecryptedHandshake)] == [24]
+    assert plaintext(results, False) == b"after the update"
 
 
 # ---------------------------------------------------------------------------------------------
