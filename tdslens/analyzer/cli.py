@@ -142,12 +142,13 @@ def _write_reports(result: object, args: argparse.Namespace) -> None:
 
 def _cmd_streams(args: argparse.Namespace) -> int:
     from tdslens.analyzer.pipeline import CapturePipeline
+    from tdslens.analyzer.tcp_events import no_stream
 
     status = EXIT_OK
     many = len(args.captures) > 1
     for n, path in enumerate(args.captures):
         try:
-            pipe = CapturePipeline(path)
+            pipe = CapturePipeline(path, payloads=no_stream)  # summaries only: no bytes
         except CaptureError as exc:
             print(f"tdslens: {exc}", file=sys.stderr)
             status = EXIT_UNREADABLE

@@ -24,7 +24,7 @@ from tdslens.analyzer.decode import Decoder
 from tdslens.analyzer.frames import CaptureInfo, CaptureProblem
 from tdslens.analyzer.packet_columns import PacketColumns
 from tdslens.analyzer.tcp import TcpEngine
-from tdslens.analyzer.tcp_events import TcpEvent
+from tdslens.analyzer.tcp_events import PayloadFilter, TcpEvent, every_stream
 
 
 @dataclass(slots=True)
@@ -40,11 +40,19 @@ class DecodedBatch:
 class CapturePipeline:
     """Reads one capture file once, feeding every batch through decoding and the TCP engine."""
 
-    def __init__(self, path: str | Path, engine: TcpEngine | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        engine: TcpEngine | None = None,
+        payloads: PayloadFilter = every_stream,
+    ) -> None:
+        """`payloads` says which connections' bytes the caller reads (`Payload` events); a
+        caller that needs only summaries passes `no_stream`, which makes the pass much cheaper.
+        It is ignored when an `engine` is given (the engine carries its own)."""
         self.path = str(path)
         self.reader = open_capture(self.path)  # raises CaptureError when nothing can be read
         self.decoder = Decoder(path=self.path)  # keeps IP fragments across batches
-        self.engine = engine if engine is not None else TcpEngine()
+        self.engine = engine if engine is not None else TcpEngine(payloads=payloads)
         self._decode_problems: list[CaptureProblem] = []
         self.frames = 0  # frames read so far (highest frame number seen)
 

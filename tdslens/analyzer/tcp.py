@@ -45,10 +45,12 @@ from tdslens.analyzer.tcp_events import (
     ConnectionSummary,
     Endpoint,
     Payload,
+    PayloadFilter,
     StreamEnd,
     StreamStart,
     TcpEvent,
     conn_state,
+    every_stream,
 )
 from tdslens.analyzer.tcp_reassembly import HALF, MASK, OOO_CAP, RECENT_LIMIT, Direction
 
@@ -247,8 +249,10 @@ class TcpEngine:
         linger_ns: int = LINGER_NS,
         fast_lane: bool = True,
         idle_ns: int = IDLE_NS,
+        payloads: PayloadFilter = every_stream,
     ) -> None:
         self.ooo_cap = ooo_cap
+        self.payloads = payloads  # which connections get Payload events (see PayloadFilter)
         self.fast_lane = fast_lane  # False: every packet takes the exact per-packet path
         self.idle_ns = idle_ns
         self.linger_ns = linger_ns
@@ -321,10 +325,11 @@ class TcpEngine:
             visit = None
             kind = np.zeros(len(group), dtype=np.int8)
         else:
-            # The loop visits slow rows, and fast rows that carry data (for their Payload);
-            # for fast rows the group/side/seq columns carry stream/from_client/offset.
+            # The loop visits slow rows, and fast rows that carry data for a subscriber (for
+            # their Payload); for fast rows the group/side/seq columns carry
+            # stream/from_client/offset.
             fast = fp.kind == 1
-            visit = np.flatnonzero(~fast | (p_wire > 0))
+            visit = np.flatnonzero(~fast | ((p_wire > 0) & fp.deliver[group]))
             kind = fp.kind[visit]
             group = np.where(fast, fp.stream, group)[visit]
             src_is_a = np.where(fast, fp.from_client, src_is_a)[visit]
@@ -405,9 +410,12 @@ class TcpEngine:
                     if not snd.payload_bytes:
                         snd.mark("D")
                     snd.payload_bytes += pl
-                    append(
-                        new_tuple(Payload, (snd.stream, snd.from_client, snd.off, data, num, ts))
-                    )
+                    if snd.deliver:
+                        append(
+                            new_tuple(
+                                Payload, (snd.stream, snd.from_client, snd.off, data, num, ts)
+                            )
+                        )
                     snd.off += pl
                     snd.nxt = (seq + pl) & MASK
                     recent = snd.recent
@@ -611,11 +619,12 @@ class TcpEngine:
         )
         flow.conn = conn
         self._open[conn.stream] = conn
-        append(
-            StreamStart(
-                conn.stream, conn.client, conn.server, num, ts, pure_syn, guessed, continued
-            )
+        start = StreamStart(
+            conn.stream, conn.client, conn.server, num, ts, pure_syn, guessed, continued
         )
+        if not self.payloads(start):
+            conn.da.deliver = conn.db.deliver = False
+        append(start)
         return conn
 
     def _control(

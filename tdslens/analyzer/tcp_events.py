@@ -16,6 +16,7 @@ the engine builds with `tuple.__new__` in 0.15 µs. The rare events are frozen d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -197,6 +198,23 @@ class StreamEnd:
 
 
 TcpEvent = StreamStart | Payload | Gap | Conflict | StreamEnd
+
+# The consumer's subscription to payload bytes, decided once per connection when it starts.
+# Building one `Payload` per data segment is most of the engine's cost per packet; a consumer
+# that only wants summaries (`tdslens streams`), or bytes of some connections only (the TDS
+# layer), says so here and the engine skips the events nobody reads. Everything else (offsets,
+# gaps, conflicts, summaries) is the same either way.
+PayloadFilter = Callable[[StreamStart], bool]
+
+
+def every_stream(start: StreamStart) -> bool:
+    """Subscribe to the payload of every connection (the default)."""
+    return True
+
+
+def no_stream(start: StreamStart) -> bool:
+    """Subscribe to no payload: summaries, gaps and conflicts only."""
+    return False
 
 
 def conn_state(syn: bool, synack: bool, fin_c: bool, fin_s: bool, rst_side: str | None) -> str:

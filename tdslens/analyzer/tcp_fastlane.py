@@ -39,6 +39,7 @@ class FastPlan:
     kind: np.ndarray  # int8 per row: 0 slow, 1 fast, 2 slow and first after a fast prefix
     stream: np.ndarray  # int64 per row: tcp.stream of fast rows
     from_client: np.ndarray  # bool per row (fast rows)
+    deliver: np.ndarray  # bool per group: the connection's payload has a subscriber
     offset: np.ndarray  # int64 per row: stream offset of a fast data row's first byte
     groups: list[int]  # groups with fast rows
     packets: list[int]  # per (group*2 + side_b): fast packets
@@ -78,6 +79,7 @@ def plan(
     need_a = np.zeros(2 * n_groups, dtype=bool)  # first pure ACK would add A
     stream = np.zeros(n_groups, dtype=np.int64)
     a_client = np.zeros(n_groups, dtype=bool)
+    deliver = np.zeros(n_groups, dtype=bool)
     for gi in np.flatnonzero(usable).tolist():
         flow = flows[gi]
         conn = flow.conn
@@ -95,6 +97,7 @@ def plan(
         need_a[ka], need_a[kb] = not da.saw_pure_ack, not db.saw_pure_ack
         stream[gi] = conn.stream
         a_client[gi] = conn.a_is_client
+        deliver[gi] = da.deliver
     idx = np.flatnonzero(usable[g])
     if len(idx) == 0:
         return None
@@ -185,6 +188,7 @@ def plan(
         kind=kind,
         stream=row_stream,
         from_client=from_client,
+        deliver=deliver,
         offset=offset,
         groups=np.unique(gk).tolist(),
         packets=packets.tolist(),

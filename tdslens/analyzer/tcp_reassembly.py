@@ -40,6 +40,7 @@ class Direction:
         "acked",
         "buffer_cap_hit",
         "conflict_frames",
+        "deliver",
         "fin_acked",
         "fin_frame",
         "fin_seq",
@@ -74,9 +75,19 @@ class Direction:
         "zw_probes",
     )
 
-    def __init__(self, stream: int, from_client: bool, history: list[str], ooo_cap: int) -> None:
+    def __init__(
+        self,
+        stream: int,
+        from_client: bool,
+        history: list[str],
+        ooo_cap: int,
+        deliver: bool = True,
+    ) -> None:
         self.stream = stream
         self.from_client = from_client
+        # Emit Payload events? False when no consumer subscribed to the stream: the bytes are
+        # still tracked (offsets, retransmission compares), only the event is not built.
+        self.deliver = deliver
         self.side = "client" if from_client else "server"
         self.history = history  # shared with the connection: letters in order of first use
         self.letters: set[str] = set()
@@ -279,7 +290,8 @@ class Direction:
         if n:
             if not self.payload_bytes:
                 self.mark("D")
-            out.append(Payload(self.stream, self.from_client, self.off, data, frame, ts))
+            if self.deliver:
+                out.append(Payload(self.stream, self.from_client, self.off, data, frame, ts))
             self.payload_bytes += n
             self.slow_delivered += n
             self.recent += data
