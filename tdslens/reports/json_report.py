@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -61,7 +62,13 @@ def iso(ns: int | None) -> str | None:
     if ns is None:
         return None
     sec, frac = divmod(int(ns), 1_000_000_000)
-    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    return f"{_iso_seconds(sec)}.{frac:09d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_seconds(sec: int) -> str:
+    """Cached: a capture's timestamps share few distinct seconds, and strftime is slow."""
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def to_json(analysis: Analysis) -> dict[str, Any]:
@@ -433,28 +440,23 @@ def _enum_value(v: Any) -> Any:
 def plain(obj: Any) -> Any:
     """Any model value as JSON data: dataclasses by field, enums by value, instants as ISO too.
 
-    Used for the correlation's redirects and attempts, whose fields this module does not list
-    one by one; fields named like secrets are dropped on principle.
+    Used for the correlation's records (redirects, attempts, verdicts), so that fields it adds
+    appear without a change here; fields named like secrets are dropped on principle.
     """
     if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
+        return obj.value if isinstance(obj, Enum) else obj
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, Endpoint):
         return _endpoint(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    plan = _plan(type(obj))
+    if plan is not None:
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            if f.name.lower() in SECRET_FIELDS:
-                continue
-            value = getattr(obj, f.name)
-            out[f.name] = plain(value)
-            if (
-                f.name.endswith("_ns")
-                and isinstance(value, int)
-                and not any(h in f.name for h in DURATION_HINTS)
-            ):
-                out.setdefault(f.name[:-3] + "_time", iso(value))
+        for name, instant in plan:
+            value = getattr(obj, name)
+            out[name] = plain(value)
+            if instant and isinstance(value, int):
+                out[name[:-3] + "_time"] = iso(value)
         return out
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items() if str(k).lower() not in SECRET_FIELDS}
@@ -463,3 +465,15 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, bytes | bytearray | memoryview):
         return bytes(obj).hex()
     return str(obj)
+
+
+@lru_cache(maxsize=256)
+def _plan(cls: type) -> tuple[tuple[str, bool], ...] | None:
+    """(field name, is an instant in ns) for a dataclass type, secrets left out; None otherwise."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(
+        (f.name, f.name.endswith("_ns") and not any(h in f.name for h in DURATION_HINTS))
+        for f in dataclasses.fields(cls)
+        if f.name.lower() not in SECRET_FIELDS
+    )
