@@ -87,6 +87,7 @@ class Measure:
     name: str
     argv: list[str]
     samples: list[Sample] = field(default_factory=list)
+    accept: tuple[int, ...] = (0,)  # exit codes that mean success
 
     @property
     def output(self) -> Path:
@@ -94,7 +95,11 @@ class Measure:
 
     @property
     def ok(self) -> bool:
-        return bool(self.samples) and all(s.returncode == 0 for s in self.samples)
+        return bool(self.samples) and all(self.succeeded(s) for s in self.samples)
+
+    def succeeded(self, s: Sample) -> bool:
+        # `tdslens analyze` exits 1 when it has error findings, and also on an internal error.
+        return s.returncode in self.accept and "internal error" not in s.stderr
 
     @property
     def median(self) -> float:
@@ -280,9 +285,7 @@ def compare(a: Measure, b: Measure, repeat: int, capture: Path) -> None:
         for m in (a, b):
             s = run_once(m.argv, m.output)
             m.samples.append(s)
-            status = (
-                "" if s.returncode == 0 else f"  exit {s.returncode}: {s.stderr.strip()[-300:]}"
-            )
+            status = "" if m.succeeded(s) else f"  exit {s.returncode}: {s.stderr.strip()[-300:]}"
             print(
                 f"  {m.name:<18} run {i + 1}: {s.seconds:8.2f} s "
                 f"{s.peak_rss_kb / 1024:8.0f} MiB{status}",
@@ -331,7 +334,9 @@ def bench_size(
 
     if can_analyze:
         out = DATA / f".analyze-{label}.json"
-        a = Measure("tdslens analyze", [*cmd, "analyze", str(path), "--json", str(out)])
+        a = Measure(
+            "tdslens analyze", [*cmd, "analyze", str(path), "--json", str(out)], accept=(0, 1)
+        )
         b = Measure("tshark tds fields", [args.tshark, "-r", str(path), *TSHARK_TDS.split()])
         compare(a, b, args.repeat, path)
         res.analyze = (a, b)
@@ -381,7 +386,10 @@ def _row(size: SizeResult, pair: tuple[Measure, Measure], target: float) -> str:
     ours, theirs = pair
     m = size.manifest
     if not ours.ok:
-        err = next((s.stderr.strip().splitlines()[-1:] for s in ours.samples if s.returncode), [""])
+        err = next(
+            (s.stderr.strip().splitlines()[-1:] for s in ours.samples if not ours.succeeded(s)),
+            [""],
+        )
         return (
             f"| {size.label} | {m['packets']:,} | {m['bytes'] / 1e6:,.0f} MB | failed "
             f"({err[0][:80] if err else ''}) | {theirs.median:.2f} | - | - | "
@@ -505,11 +513,13 @@ Latest run first; earlier runs below it.
 SEPARATOR = "\n<!-- run -->\n"
 
 
-def write_results(section: str) -> None:
-    old: list[str] = []
-    if RESULTS.exists():
-        text = RESULTS.read_text()
-        old = [s.strip() + "\n" for s in text.split(SEPARATOR)[1:] if s.strip()]
+def earlier_runs() -> list[str]:
+    if not RESULTS.exists():
+        return []
+    return [s.strip() + "\n" for s in RESULTS.read_text().split(SEPARATOR)[1:] if s.strip()]
+
+
+def write_results(section: str, old: list[str]) -> None:
     runs = [section, *old][:MAX_RUNS_KEPT]
     RESULTS.write_text(PREAMBLE + "".join(SEPARATOR + r for r in runs))
 
@@ -527,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time the whole analysis in process (slow; until analyze exists)",
     )
+    p.add_argument("--analyze-sizes", help="sizes for the analyze benchmark (default: all)")
     p.add_argument("--no-write", action="store_true", help="print the results, keep RESULTS.md")
     args = p.parse_args(argv)
 
@@ -546,16 +557,24 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    old = earlier_runs()
+    analyze_sizes = args.analyze_sizes.split(",") if args.analyze_sizes else None
     results = []
     for label in [s.strip() for s in args.sizes.split(",") if s.strip()]:
-        results.append(
-            bench_size(label, generate.parse_count(label), args, cmd, can_streams, can_analyze)
-        )
+        analyze_here = can_analyze and (analyze_sizes is None or label in analyze_sizes)
+        res = bench_size(label, generate.parse_count(label), args, cmd, can_streams, analyze_here)
+        if can_analyze and not analyze_here:
+            res.notes = [n for n in res.notes if "does not exist" not in n]
+            res.notes.append(
+                f"{label}: `tdslens analyze` not timed at this size (--analyze-sizes)."
+            )
+        results.append(res)
+        if not args.no_write:  # after every size, so a long run interrupted still leaves data
+            write_results(report(results, args, env), old)
     section = report(results, args, env)
     print()
     print(section)
     if not args.no_write:
-        write_results(section)
         print(f"written to {RESULTS.relative_to(REPO)}")
     return 0
 
