@@ -87,6 +87,7 @@ class Context:
 
 def correlate(analysis: Analysis) -> Analysis:
     """Fill roles, redirects, attempts, findings and verdicts of `analysis`; return it."""
+    # Imported here: findings and verdicts read this module's Context.
     from tdslens.analyzer.findings import diagnose
     from tdslens.analyzer.verdicts import judge
 
@@ -195,7 +196,8 @@ def _ignored_leg(ctx: Context, c: ConnectionRecord) -> _Gateway | None:
     if not r.looks_azure(c, ctx.names.get(c.stream)):
         return None  # elsewhere a silent server is not a redirect
     resp, data = c.phase(PhaseName.LOGIN_RESPONSE), c.phase(PhaseName.DATA)
-    assert resp is not None and data is not None
+    if resp is None or data is None:
+        return None
     close = c.phase(PhaseName.CLOSE)
     waited = ((close.start_ns if close else c.tcp.last_ts_ns) - data.start_ns) / NS
     return _Gateway(
@@ -222,7 +224,7 @@ def _exact_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str] | 
         return None
     if g.host == c.server.address:
         return [f"connects to {c.server} as the routing token says"]
-    addrs = _addresses_for(ctx, g.host, c.client.address, g.routed_ns, c.tcp.first_ts_ns)
+    addrs = ctx.dns.addresses_for(g.host, c.client.address, c.tcp.first_ts_ns)
     if addrs and c.server.address not in addrs:
         return None
     if addrs:
@@ -394,13 +396,6 @@ def _in_window(g: _Gateway, c: ConnectionRecord) -> bool:
     if not g.legs:
         return start - g.routed_ns <= TIMING.follow_window_s * NS
     return start - g.legs[-1].tcp.last_ts_ns <= TIMING.retry_gap_s * NS
-
-
-def _addresses_for(
-    ctx: Context, host: str | None, client: str, after_ns: int, before_ns: int
-) -> set[str]:
-    """Addresses DNS gave `client` for `host` (any time up to before_ns; caches live long)."""
-    return ctx.dns.addresses_for(host, client, before_ns)
 
 
 def _dns_for(
