@@ -668,3 +668,16 @@ def test_unanswered_request_off_azure_is_not_called_a_redirect(tmp_path):
     a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), ("10.5.5.5", 1433), 0.0, flights)))
     assert a.redirects == [] and errors(a) == []
     assert role(a, 0) is Role.SERVER
+
+
+def test_duplicated_frames_are_not_called_retransmissions(tmp_path):
+    """A capture on Linux "any" holds every frame twice; that is not packet loss."""
+    pkts = _packets(Session(("10.0.0.2", 50000), GW, 0.0, encrypted_session(GATEWAY_NAME)))
+    twice = []
+    for p in pkts:
+        again = p.copy()
+        again.time = float(p.time) + 1e-6
+        twice += [p, again]
+    a = write(tmp_path, twice)
+    assert "TCP_RETRANSMISSIONS" not in [f.code for f in a.findings]
+    assert a.attempts[0].verdict.result == "ok"
