@@ -6,11 +6,14 @@ of this file" without knowing how TCP events reach the TDS dissectors or where D
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from tdslens.analyzer.correlate import correlate
+from tdslens.analyzer.frames import CaptureProblem
+from tdslens.analyzer.keylog import KeyLog, KeyLogProblem, keylog_from_blocks, parse_keylog
 from tdslens.analyzer.model import Analysis, ConnectionRecord, DnsRecord
 from tdslens.analyzer.packet_columns import UDP, PacketColumns, address_text
 from tdslens.analyzer.phases import ConnectionDissector
@@ -21,14 +24,83 @@ from tdslens.dissectors.events import DnsMessage
 
 DNS_PORT = 53
 
+KeyLogArg = KeyLog | str | Path | Iterable[str | Path] | None
 
-def analyze(path: str | Path) -> Analysis:
+
+class CaptureSecrets:
+    """The key logs given by the user, then the capture's own pcapng Decryption Secrets Blocks.
+
+    The blocks are read as the file is, so they are parsed again whenever a new one appeared;
+    a decryptor asks only once per TLS session (at its ServerHello), which keeps this cheap.
+    """
+
+    def __init__(self, given: KeyLog, blocks: list[tuple[int, bytes]]) -> None:
+        self.given = given
+        self.blocks = blocks  # the reader's list: it grows while the capture is read
+        self._seen = 0
+        self._dsb = KeyLog()
+
+    def __bool__(self) -> bool:
+        """Anything to decrypt with? Without keys no decryptor is built (no cost)."""
+        return len(self.given) > 0 or bool(self.blocks)
+
+    @property
+    def from_blocks(self) -> KeyLog:
+        if len(self.blocks) != self._seen:
+            self._seen = len(self.blocks)
+            self._dsb = keylog_from_blocks(self.blocks)
+        return self._dsb
+
+    def secret(self, client_random: bytes, label: str) -> bytes | None:
+        found = self.given.secret(client_random, label)
+        return found if found is not None else self.from_blocks.secret(client_random, label)
+
+
+def load_keylogs(keylog: KeyLogArg) -> KeyLog:
+    """One KeyLog from a KeyLog, a file or several files (the first file wins a conflict).
+
+    An unreadable file raises OSError: the user named it, so it is the user's error."""
+    if keylog is None:
+        return KeyLog()
+    if isinstance(keylog, KeyLog):
+        return keylog
+    paths = [keylog] if isinstance(keylog, str | Path) else list(keylog)
+    log = KeyLog()
+    for path in paths:
+        log = log.merged(parse_keylog(Path(path).read_bytes(), str(path)))
+    return log
+
+
+def keylog_problems(problems: Iterable[KeyLogProblem], capture: str) -> list[CaptureProblem]:
+    """Key log lines we skipped, as capture problems naming the key log (file or DSB) and line.
+
+    ``frame`` is 0: the problem is in the key log, not in a frame of the capture."""
+    out = []
+    for p in problems:
+        dsb = p.source.startswith("pcapng DSB")
+        where = f"{p.source}, " if dsb else ""
+        line = f"line {p.line}: " if p.line else ""
+        out.append(
+            CaptureProblem(
+                capture if dsb else p.source or "key log",
+                0,
+                f"key log {where}{line}{p.issue}: {p.detail}",
+            )
+        )
+    return out
+
+
+def analyze(path: str | Path, keylog: KeyLogArg = None) -> Analysis:
     """Read the capture once and return what every connection in it did.
 
-    Raises CaptureError when nothing can be read; damage later in the file is listed in
+    ``keylog``: NSS key log file(s) (or a ``KeyLog``) to decrypt TLS with; the capture's own
+    pcapng Decryption Secrets Blocks are used as well. Raises CaptureError when nothing can be
+    read, OSError when a key log file cannot; damage later in the file is listed in
     ``Analysis.problems`` and everything before it is analysed.
     """
+    given = load_keylogs(keylog)
     pipe = CapturePipeline(path)
+    secrets = CaptureSecrets(given, pipe.reader.secrets)
     open_conns: dict[int, ConnectionDissector] = {}
     records: list[ConnectionRecord] = []
     dns: list[DnsRecord] = []
@@ -39,7 +111,7 @@ def analyze(path: str | Path) -> Analysis:
             if type(event) is Payload:
                 open_conns[event.stream].on_payload(event)
             elif isinstance(event, StreamStart):
-                open_conns[event.stream] = ConnectionDissector(event)
+                open_conns[event.stream] = ConnectionDissector(event, secrets if secrets else None)
             elif isinstance(event, Gap):
                 open_conns[event.stream].on_gap(event)
             elif isinstance(event, StreamEnd):
@@ -49,7 +121,9 @@ def analyze(path: str | Path) -> Analysis:
     analysis = Analysis(
         capture=pipe.info,
         frames=pipe.frames,
-        problems=pipe.problems,
+        problems=keylog_problems(given.problems, pipe.path)
+        + pipe.problems
+        + keylog_problems(secrets.from_blocks.problems, pipe.path),
         connections=records,
         dns=dns,
     )

@@ -77,6 +77,7 @@ class PreloginFacts:
     mars: bool | None = None
     fedauth_required: bool | None = None
     frames: list[int] = field(default_factory=list)
+    decrypted: bool = False  # read from decrypted TLS (TDS 8.0 sends PRELOGIN inside TLS)
 
 
 @dataclass(slots=True)
@@ -115,6 +116,7 @@ class LoginFacts:
     password_present: bool
     features: list[str]
     frame: int
+    decrypted: bool = False  # read from decrypted TLS with a key log, not in clear
 
 
 @dataclass(slots=True)
@@ -138,6 +140,7 @@ class RoutingFacts:
     port: int
     protocol: int
     frame: int
+    decrypted: bool = False  # read from decrypted TLS with a key log, not in clear
 
 
 @dataclass(slots=True)
@@ -151,6 +154,7 @@ class LoginResponseFacts:
     messages: list[ServerMessageFacts] = field(default_factory=list)
     database: str | None = None  # ENVCHANGE database
     packet_size: int | None = None  # ENVCHANGE packet size
+    decrypted: bool = False  # read from decrypted TLS with a key log, not in clear
 
 
 @dataclass(slots=True)
@@ -160,6 +164,31 @@ class Problem:
     what: str
     detail: str
     frames: list[int]
+
+
+@dataclass(slots=True)
+class UndecryptedFacts:
+    """Records of one connection left encrypted for one reason: one entry per reason, not per
+    record, so a capture without keys does not flood the report."""
+
+    reason: str  # tdslens.dissectors.tls_decrypt.DecryptFailure value, e.g. "no_key"
+    detail: str  # the first record's explanation
+    records: int
+    frames: list[int]  # the first MAX_UNDECRYPTED_FRAMES frames
+
+
+MAX_UNDECRYPTED_FRAMES = 32
+
+
+@dataclass(slots=True)
+class DecryptionFacts:
+    """What a key log did for one TLS connection: present only when keys were given."""
+
+    keys_found: bool  # the key log held a secret for this session
+    version: str | None  # negotiated TLS version, as the decryptor saw it
+    cipher_suite: str | None  # None when unsupported or unknown
+    records_decrypted: int = 0
+    undecrypted: list[UndecryptedFacts] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -182,6 +211,7 @@ class ConnectionRecord:
     response: LoginResponseFacts | None
     requests: int
     problems: list[Problem]
+    decryption: DecryptionFacts | None = None  # None: no key log given, or no TLS
 
     def phase(self, name: PhaseName) -> Phase | None:
         return next((p for p in self.phases if p.name is name), None)

@@ -11,6 +11,13 @@ TDS is recognised by content, not port (a PRELOGIN at the start of the client's 
 ClientHello offering ALPN ``tds/8.0``), so worker legs on 11000-11999 are seen like the rest.
 When TLS hides the login (Azure SQL always encrypts it), the phases after the handshake are
 inferred from the order of encrypted flights and marked ``inferred``.
+
+With a key log (``secrets``), every TLS record of both directions also goes, in wire order, to
+one ``TlsDecryptor`` per connection (the TLS dissector's record hook). The plaintext feeds a
+second, inner ``TdsDirection`` per direction whose events fold through the same ``_classify``:
+LOGIN7, LOGINACK, routing and errors land in the same facts, marked ``decrypted``, and their
+phases are decoded, not inferred. Records left encrypted are collapsed per reason into
+``ConnectionRecord.decryption``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from tdslens.analyzer.model import (
+    MAX_UNDECRYPTED_FRAMES,
     ConnectionRecord,
+    DecryptionFacts,
     LoginFacts,
     LoginResponseFacts,
     Phase,
@@ -29,6 +38,7 @@ from tdslens.analyzer.model import (
     RoutingFacts,
     ServerMessageFacts,
     TlsFacts,
+    UndecryptedFacts,
 )
 from tdslens.analyzer.tcp_events import ConnectionSummary, Gap, Payload, StreamStart
 from tdslens.dissectors import events as ev
@@ -40,10 +50,21 @@ from tdslens.dissectors.tds import (
     looks_like_tds8,
     tls_record_plausible,
 )
+from tdslens.dissectors.tls_decrypt import (
+    APPLICATION_DATA,
+    CannotDecrypt,
+    DecryptedAlert,
+    DecryptedData,
+    DecryptedHandshake,
+    DecryptResult,
+    SecretSource,
+    TlsDecryptor,
+)
 
 SNIFF_BYTES = 512  # client bytes kept to decide whether a stream is TDS
 RECENT_FRAMES = 256  # frame → time entries kept per connection, to time events
 TLS_HANDSHAKE_RECORD = 22  # TLS content type of handshake records
+CLOSE_NOTIFY = 0  # TLS alert description
 
 TLS_VERSIONS = {
     0x0300: "SSL 3.0",
@@ -131,8 +152,18 @@ class _PhaseSpan:
 class ConnectionDissector:
     """Everything tdslens learns about one TCP connection, built from its TCP events."""
 
-    def __init__(self, start: StreamStart) -> None:
+    def __init__(self, start: StreamStart, secrets: SecretSource | None = None) -> None:
+        """``secrets``: a key log to decrypt TLS with; None (the usual case) decrypts nothing."""
         self.start = start
+        self._secrets = secrets
+        self._decryptor: TlsDecryptor | None = None
+        self._inner: dict[bool, TdsDirection] = {}  # plaintext of each direction, as TDS
+        self._results: list[DecryptResult] = []  # decryptor output not folded yet
+        self._opened: set[tuple[bool, tuple[int, ...]]] = set()  # records that decrypted
+        self._inner_fed = {True: False, False: False}  # plaintext reached the inner direction
+        self._decrypted = 0
+        self._undecrypted: dict[str, UndecryptedFacts] = {}
+        self._decrypting = False  # folding inner (decrypted) events now
         self.protocol = "none"  # "tds", "tds8", "other" once decided; "none" without payload
         self._sniff = bytearray()
         self._held: list[Payload] = []  # payloads waiting for the TDS decision
@@ -167,12 +198,16 @@ class ConnectionDissector:
             return
         if self.protocol in ("tds", "tds8"):
             self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
+            self._drain()
 
     def on_gap(self, g: Gap) -> None:
         if self.protocol == "none":
             self._decide(final=True)
         if self.protocol in ("tds", "tds8"):
+            if self._decryptor is not None:
+                self._decryptor.gap(g.from_client)
             self._fold(self._dirs[g.from_client].gap(g.length, g.frame), g.from_client)
+            self._drain()
 
     def finish(self, summary: ConnectionSummary) -> ConnectionRecord:
         """The connection ended: flush the dissectors and build its record."""
@@ -181,6 +216,10 @@ class ConnectionDissector:
         if self.protocol in ("tds", "tds8"):
             for side, direction in self._dirs.items():
                 self._fold(direction.eof(), side)
+            self._drain()
+            for side, direction in self._inner.items():
+                if self._inner_fed[side]:
+                    self._fold_decrypted(direction.eof(), side)
         return ConnectionRecord(
             stream=summary.stream,
             client=summary.client,
@@ -194,6 +233,7 @@ class ConnectionDissector:
             response=self.response,
             requests=self.requests,
             problems=self.problems,
+            decryption=self._decryption_facts(),
         )
 
     # -- deciding whether this is TDS --------------------------------------------------------
@@ -212,9 +252,17 @@ class ConnectionDissector:
         if self.protocol == "other":
             self._note_tls_without_handshake(sniff, held)
             return
-        self._dirs = {True: TdsDirection(from_client=True), False: TdsDirection(from_client=False)}
+        hook = None
+        if self._secrets is not None:
+            self._decryptor = TlsDecryptor(self._secrets)
+            self._inner = {side: TdsDirection(from_client=side) for side in (True, False)}
+            hook = self._on_tls_record
+        self._dirs = {
+            side: TdsDirection(from_client=side, on_tls_record=hook) for side in (True, False)
+        }
         for p in held:
             self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
+            self._drain()
 
     def _note_tls_without_handshake(self, sniff: bytes, held: list[Payload]) -> None:
         """A client whose first bytes are TLS application data (or an alert) has no handshake
@@ -241,13 +289,92 @@ class ConnectionDissector:
             return False
         return header_plausible(bytes(self._sniff)) and self._sniff[0] in (1, 3, 4, 6, 7, 14, 16)
 
+    # -- decryption (only with a key log) ----------------------------------------------------
+
+    def _on_tls_record(
+        self, from_client: bool, ctype: int, version: int, fragment: bytes, frames: tuple[int, ...]
+    ) -> None:
+        """The TLS dissectors' record hook: both directions, in wire order, to one decryptor.
+        Results wait in ``_results`` until the outer events of the same bytes are folded."""
+        assert self._decryptor is not None
+        results = self._decryptor.feed(from_client, ctype, version, fragment, frames)
+        if any(isinstance(r, DecryptedData | DecryptedHandshake | DecryptedAlert) for r in results):
+            self._opened.add((from_client, tuple(frames)))
+        self._results += results
+
+    def _drain(self) -> None:
+        """Fold what the decryptor produced: plaintext into the inner TDS directions."""
+        if not self._results:
+            self._opened.clear()
+            return
+        results, self._results = self._results, []
+        self._opened.clear()
+        for r in results:
+            side = r.from_client
+            if isinstance(r, DecryptedData):
+                self._decrypted += 1
+                self._tls().handshake_complete = True
+                self._inner_fed[side] = True
+                self._fold_decrypted(self._inner[side].feed(r.data, r.frames[-1]), side)
+            elif isinstance(r, DecryptedHandshake):
+                self._decrypted += 1
+                self._mark(PhaseName.TLS, r.frames, inferred=False)
+            elif isinstance(r, DecryptedAlert):
+                self._decrypted += 1
+                if r.description != CLOSE_NOTIFY:  # the normal end of a session, not a failure
+                    self._alert(r.level, r.description, side, r.frames)
+                self._mark(PhaseName.TLS, r.frames, inferred=False)
+            elif isinstance(r, CannotDecrypt):
+                self._cannot(r)
+
+    def _cannot(self, r: CannotDecrypt) -> None:
+        """Collapse per reason; a hole in plaintext already flowing is a gap for the inner TDS."""
+        entry = self._undecrypted.get(r.reason)
+        if entry is None:
+            entry = self._undecrypted[r.reason] = UndecryptedFacts(str(r.reason), r.detail, 0, [])
+        entry.records += 1
+        for f in r.frames:
+            if len(entry.frames) < MAX_UNDECRYPTED_FRAMES and f not in entry.frames:
+                entry.frames.append(f)
+        side = r.from_client
+        if self._inner_fed[side] and r.content_type == APPLICATION_DATA:
+            frame = r.frames[-1] if r.frames else 0
+            self._fold_decrypted(self._inner[side].gap(max(r.length, 1), frame), side)
+
+    def _decryption_facts(self) -> DecryptionFacts | None:
+        dec = self._decryptor
+        if dec is None or (dec.client_random is None and not self._undecrypted):
+            return None  # no TLS on this connection: nothing to say about decryption
+        return DecryptionFacts(
+            keys_found=dec.keys_found,
+            version=None if dec.version is None else tls_version_name(dec.version),
+            cipher_suite=dec.suite_name,
+            records_decrypted=self._decrypted,
+            undecrypted=list(self._undecrypted.values()),
+        )
+
     # -- folding protocol events into facts and phases ---------------------------------------
 
     def _fold(self, events: list[ev.Event], from_client: bool) -> None:
         for e in events:
+            if isinstance(e, ev.EncryptedData) and (from_client, e.frames) in self._opened:
+                continue  # decrypted: the inner dissector says exactly what it was
             phase = self._classify(e, from_client)
             if phase is not None:
                 self._mark(phase, e.frames, inferred=isinstance(e, ev.EncryptedData))
+
+    def _fold_decrypted(self, events: list[ev.Event], from_client: bool) -> None:
+        """Inner events: the same facts, marked decrypted; their phases are not inferred."""
+        self._decrypting = True
+        try:
+            for e in events:
+                if isinstance(e, ev.Gap):
+                    continue
+                phase = self._classify(e, from_client)
+                if phase is not None:
+                    self._mark(phase, e.frames, inferred=False)
+        finally:
+            self._decrypting = False
 
     def _classify(self, e: ev.Event, from_client: bool) -> PhaseName | None:
         """Record the facts an event carries and say which phase it belongs to."""
@@ -261,9 +388,12 @@ class ConnectionDissector:
             return self._encrypted(e, from_client)
         if isinstance(e, ev.Login7):
             self.login = _login_facts(e)
+            self.login.decrypted = self._decrypting
             # The server's token layouts depend on the TDS version; without a LOGINACK (failed
             # login) the client's LOGIN7 is the only place to learn it.
             self._dirs[False].hint_tds_version(e.tds_version)
+            if self._inner:
+                self._inner[False].hint_tds_version(e.tds_version)
             return PhaseName.LOGIN
         if isinstance(e, ev.FedAuthToken) or (isinstance(e, ev.Sspi) and e.from_client):
             return PhaseName.LOGIN if not self._response_done else PhaseName.DATA
@@ -314,6 +444,7 @@ class ConnectionDissector:
             facts.server_encryption = enc
             facts.fedauth_required = e.fedauth_required
         facts.frames.extend(e.frames)
+        facts.decrypted = facts.decrypted or self._decrypting
         self.prelogin = facts
 
     def _tls(self) -> TlsFacts:
@@ -340,11 +471,18 @@ class ConnectionDissector:
             self._ccs[from_client] = True
             if self._ccs[True] and self._ccs[False]:
                 tls.handshake_complete = True
-        elif isinstance(e, ev.TlsAlert) and e.level is not None and tls.alert is None:
-            level = {1: "warning", 2: "fatal"}.get(e.level, str(e.level))
-            name = TLS_ALERTS.get(e.description or 0, str(e.description))
-            tls.alert = f"{level} {name} from {'client' if from_client else 'server'}"
-            tls.alert_frame = e.frames[-1] if e.frames else None
+        elif isinstance(e, ev.TlsAlert) and e.level is not None:
+            self._alert(e.level, e.description or 0, from_client, e.frames)
+
+    def _alert(self, level: int, description: int, from_client: bool, frames) -> None:
+        """The first alert with a readable level (in clear, or decrypted) names the failure."""
+        tls = self._tls()
+        if tls.alert is not None:
+            return
+        level_name = {1: "warning", 2: "fatal"}.get(level, str(level))
+        name = TLS_ALERTS.get(description, str(description))
+        tls.alert = f"{level_name} {name} from {'client' if from_client else 'server'}"
+        tls.alert_frame = frames[-1] if frames else None
 
     def _encrypted(self, e: ev.EncryptedData, from_client: bool) -> PhaseName:
         """Phase of encrypted data: TLS while the handshake runs, then by flight order.
@@ -390,12 +528,13 @@ class ConnectionDissector:
     def _response_token(self, e: ev.Event) -> None:
         r = self.response or LoginResponseFacts()
         self.response = r
+        r.decrypted = r.decrypted or self._decrypting
         if isinstance(e, ev.LoginAck):
             r.login_ack = True
             r.tds_version = tds_version_name(e.tds_version)
             r.program = f"{e.prog_name} {'.'.join(str(x) for x in e.prog_version)}".strip()
         elif isinstance(e, ev.EnvChangeRouting):
-            r.routing = RoutingFacts(e.server, e.port, e.protocol, e.frames[-1])
+            r.routing = RoutingFacts(e.server, e.port, e.protocol, e.frames[-1], self._decrypting)
         elif isinstance(e, ev.EnvChange):
             if e.type == ev.EnvChangeType.DATABASE:
                 r.database = e.new

@@ -60,7 +60,7 @@ from .tds import (
     starts_tls,
     tls_record_plausible,
 )
-from .tls import TlsDissector
+from .tls import RecordHook, TlsDissector
 from .tokens import TokenStream
 
 KEEP_CAP = 1 << 20  # PRELOGIN / LOGIN7 payloads are kept whole; real ones are < 10 KB
@@ -196,11 +196,12 @@ def _tls_payload(payload: bytes) -> bool:
 class TdsDirection:
     """One direction (client→server or server→client) of one TDS connection."""
 
-    def __init__(self, from_client: bool) -> None:
+    def __init__(self, from_client: bool, on_tls_record: RecordHook | None = None) -> None:
+        """``on_tls_record`` sees every TLS record of this direction (see ``TlsDissector``)."""
         self.from_client = from_client
         self.phase = Phase.INITIAL
         self.buf = ReceiveBuffer(cap=HEADER_LEN + 0xFFFF)
-        self.tls = TlsDissector(from_client)
+        self.tls = TlsDissector(from_client, on_tls_record)
         self.tokens = TokenStream()
         self._table = CLIENT_TRANSITIONS if from_client else SERVER_TRANSITIONS
         self._msg: _Message | None = None
@@ -398,7 +399,7 @@ class TdsDirection:
     def _restart_tls(self) -> None:
         """After damage the TLS child restarts at a record boundary, keeping its state."""
         old = self.tls
-        self.tls = TlsDissector(self.from_client)
+        self.tls = TlsDissector(self.from_client, old.on_record)
         self.tls.state = old.state
         self.tls.version = old.version
         self._tls_resync = False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import warnings
+from collections.abc import Callable
 from enum import Enum, IntEnum
 from typing import Any
 
@@ -280,11 +281,22 @@ def _x509_summary(der: bytes) -> dict[str, Any]:
         return {}
 
 
-class TlsDissector:
-    """One direction of a TLS conversation: records in, TLS events out."""
+# (from_client, content type, version, fragment, frames): one whole TLS record, as it crossed
+# the wire. The connection layer gives this to a decryptor; the dissector never looks back.
+RecordHook = Callable[[bool, int, int, bytes, tuple[int, ...]], None]
 
-    def __init__(self, from_client: bool) -> None:
+
+class TlsDissector:
+    """One direction of a TLS conversation: records in, TLS events out.
+
+    ``on_record``, when set, is called with every complete record (all content types: the
+    hellos carry what a decryptor needs) before it is dissected. None costs one test per record,
+    so captures analysed without a key log pay nothing for decryption.
+    """
+
+    def __init__(self, from_client: bool, on_record: RecordHook | None = None) -> None:
         self.from_client = from_client
+        self.on_record = on_record
         self.state = TlsState.START
         self.records = ReceiveBuffer(cap=TLS_MAX_RECORD + TLS_HEADER_LEN)
         self.handshake = ReceiveBuffer(cap=HANDSHAKE_CAP)
@@ -325,6 +337,8 @@ class TlsDissector:
                 break
             frames, offset, spans_ = buf.frames(total), buf.origin(), buf.spans(total)
             record = buf.take(total)
+            if self.on_record is not None:
+                self.on_record(self.from_client, ctype, version, record[TLS_HEADER_LEN:], frames)
             out += self._record(ctype, version, record, spans_, frames, offset, carrier)
         return out
 
