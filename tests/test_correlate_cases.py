@@ -681,3 +681,9 @@ def test_duplicated_frames_are_not_called_retransmissions(tmp_path):
     a = write(tmp_path, twice)
     assert "TCP_RETRANSMISSIONS" not in [f.code for f in a.findings]
     assert a.attempts[0].verdict.result == "ok"
+
+
+def test_lone_syn_at_the_end_of_the_capture_is_not_unreachable(tmp_path):
+    a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, syn="drop", syn_times=(0,))))
+    assert errors(a) == []
+    assert a.attempts[0].verdict.finding == "CAPTURE_INCOMPLETE"

@@ -245,7 +245,7 @@ def _who(c: ConnectionRecord) -> str:
 
 def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
     t = c.tcp
-    if not r.syn_only(c):
+    if not r.syn_only(c) or _syn_at_capture_end(ctx, c):
         return None
     times = ", ".join(f"+{x:g} s" for x in r.syn_offsets_s(c))
     return make(
@@ -256,6 +256,12 @@ def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None
         [c.stream],
         list(t.syn_frames),
     )
+
+
+def _syn_at_capture_end(ctx: Context, c: ConnectionRecord) -> bool:
+    """One SYN so close to the end of the capture that its answer may just be missing."""
+    recent = ctx.end_ns - c.tcp.first_ts_ns < TIMING.syn_retry_s * NS
+    return len(c.tcp.syn_frames) < 2 and recent
 
 
 def refused(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
@@ -495,7 +501,7 @@ def cut_by_capture(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | N
     t = c.tcp
     if c.phase(PhaseName.LOGIN_RESPONSE) is not None or c.phase(PhaseName.CLOSE) is not None:
         return None
-    if t.synack_frame is None and t.syn_frames:
+    if t.synack_frame is None and t.syn_frames and not _syn_at_capture_end(ctx, c):
         return None
     return make(
         "CAPTURE_INCOMPLETE",
