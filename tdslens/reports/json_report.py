@@ -88,6 +88,7 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
         "summary": _summary(analysis, connections),
         "connections": connections,
         "dns": [_dns(d) for d in analysis.dns],
+        "redacted": type(analysis).__name__ == "RedactedAnalysis",
         "correlated": bool(getattr(analysis, "roles", None)) or verdict is not None,
         "verdict": plain(verdict),
     }
