@@ -9,6 +9,8 @@ says otherwise: the same roles, links and findings, only with better evidence.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,80 @@ def test_keys_change_only_the_evidence(e: dict):
             assert after.target_host == before.target_host
         if before.target_port is not None:
             assert after.target_port == before.target_port
+
+
+# -- where the keys come from: files, several files, the capture's own secrets blocks ---------
+
+
+def _with_dsb(tshark: str, capture: Path, keys: Path, out: Path) -> Path:
+    """A pcapng carrying the key log in a Decryption Secrets Block (editcap ships with tshark)."""
+    editcap = str(Path(tshark).with_name("editcap"))
+    subprocess.run(
+        [editcap, "--inject-secrets", f"tls,{keys}", str(capture), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _routing_evidence(a: Analysis) -> list[LinkEvidence]:
+    return [r.evidence for r in a.redirects]
+
+
+REDIRECT = SAMPLES / "redirect_ok__pytds.pcap"
+REDIRECT_KEYS = SAMPLES / "redirect_ok__pytds.keys"
+
+
+def _key_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_a_pcapng_with_secrets_decrypts_without_a_key_log(tshark, tmp_path):
+    assert _routing_evidence(analyze(REDIRECT)) == [LinkEvidence.INFERRED]
+    capture = _with_dsb(tshark, REDIRECT, REDIRECT_KEYS, tmp_path / "with_keys.pcapng")
+    a = analyze(capture)
+    assert _routing_evidence(a) == [LinkEvidence.ROUTING_TOKEN]
+    assert all(c.login is not None and c.login.decrypted for c in a.connections)
+    assert not a.problems
+
+
+def test_key_log_files_and_secrets_blocks_merge(tshark, tmp_path):
+    """One connection's secret in a file, the other's in the capture: both decrypt."""
+    first, second = _key_lines(REDIRECT_KEYS)
+    (tmp_path / "first.keys").write_text(first + "\n")
+    (tmp_path / "second.keys").write_text(second + "\n")
+    capture = _with_dsb(tshark, REDIRECT, tmp_path / "second.keys", tmp_path / "half.pcapng")
+    a = analyze(capture, keylog=[tmp_path / "first.keys"])
+    assert [c.decryption.undecrypted for c in a.connections] == [[], []]
+    assert all(c.login.decrypted for c in a.connections)
+    # The same through the command line, with the file given twice (repeatable, first wins).
+    proc = run_cli(
+        "analyze", str(capture), "--keylog", str(tmp_path / "first.keys"), "--keylog",
+        str(tmp_path / "first.keys"), "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "routed to wk1.tr123.eastus1-a.worker.database.windows.net:11042" in proc.stdout
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tdslens.analyzer.cli", *args], capture_output=True, text=True
+    )
+
+
+def test_key_log_problems_name_the_file_and_line(tmp_path):
+    keys = tmp_path / "bad.keys"
+    good = _key_lines(REDIRECT_KEYS)
+    keys.write_text("# comment\n" + good[0] + "\nCLIENT_RANDOM zz 00\n" + good[1] + "\n")
+    a = analyze(REDIRECT, keylog=keys)
+    assert [(p.path, p.frame) for p in a.problems] == [(str(keys), 0)]
+    assert "line 3" in a.problems[0].message and "bad_random" in a.problems[0].message
+    assert _routing_evidence(a) == [LinkEvidence.ROUTING_TOKEN]  # the good lines are used
+    proc = run_cli("analyze", str(REDIRECT), "--keylog", str(keys), "-q")
+    assert f"{keys}: frame 0: key log line 3: bad_random" in proc.stderr
+
+
+def test_an_unreadable_key_log_exits_2(tmp_path):
+    proc = run_cli("analyze", str(REDIRECT), "--keylog", str(tmp_path / "missing.keys"))
+    assert proc.returncode == 2
+    assert "missing.keys" in proc.stderr

@@ -86,9 +86,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write a Wireshark profile folder (worker ports decoded as TDS, failures coloured)",
     )
     analyze.add_argument(
+        "--keylog",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help=(
+            "TLS key log (SSLKEYLOGFILE format) to decrypt the login, routing and errors with; "
+            "repeatable. Secrets stored in a pcapng capture are used without it"
+        ),
+    )
+    analyze.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing on stdout (exit status only)"
     )
     analyze.set_defaults(func=_cmd_analyze)
+    _add_scan_parser(sub)
     return parser
 
 
@@ -96,11 +107,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from tdslens.analyzer.analysis import analyze
+    from tdslens.analyzer.analysis import analyze, load_keylogs
     from tdslens.analyzer.model import Severity
 
     try:
-        result = analyze(args.capture)
+        keylog = load_keylogs(args.keylog)
+    except OSError as exc:
+        print(f"tdslens: {exc.filename or args.keylog}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        result = analyze(args.capture, keylog=keylog)
     except CaptureError as exc:
         print(f"tdslens: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -264,6 +280,73 @@ def _can_encode(out: TextIO, text: str) -> bool:
     except (UnicodeEncodeError, LookupError):
         return False
     return True
+
+
+# --- scan ---------------------------------------------------------------------------------
+
+
+def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
+    scan = sub.add_parser(
+        "scan",
+        help="analyse folders, globs and archives of captures into an index",
+        description=(
+            "Analyse every capture under PATH (files, folders, globs, .zip/.tar/.tar.gz "
+            "archives) in parallel; write one HTML + JSON report per capture, index.html, "
+            "findings.csv and connections.parquet into OUTDIR (docs/scan.md). Re-runs skip "
+            "captures whose report is up to date. Exit status: 0 all captures analysed, 1 some "
+            "became error rows, 130 interrupted."
+        ),
+    )
+    scan.add_argument("paths", nargs="+", metavar="PATH", help="file, folder, glob or archive")
+    scan.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder")
+    scan.add_argument(
+        "-j", "--workers", type=int, metavar="N", help="local processes (default: all cores)"
+    )
+    scan.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run on this Dask distributed cluster (workers must see PATHs and OUTDIR)",
+    )
+    scan.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up on a capture after this long"
+    )
+    scan.add_argument("--force", action="store_true", help="redo captures already up to date")
+    scan.add_argument(
+        "--max-member-size",
+        type=float,
+        default=4096,
+        metavar="MB",
+        help="largest archive member to extract, in MB (default 4096)",
+    )
+    scan.add_argument(
+        "--max-ratio",
+        type=float,
+        default=200,
+        metavar="N",
+        help="largest compression ratio of an archive member (default 200)",
+    )
+    scan.set_defaults(func=_cmd_scan)
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from tdslens.analyzer.scan import Progress, ScanOptions, scan, summary_line
+    from tdslens.analyzer.scan_sources import Limits
+
+    options = ScanOptions(
+        workers=args.workers,
+        scheduler=args.scheduler,
+        timeout=args.timeout,
+        force=args.force,
+        limits=Limits(int(args.max_member_size * 1024 * 1024), args.max_ratio),
+    )
+    result = scan(args.paths, args.outdir, options, Progress(sys.stderr))
+    for row in result.rows:
+        if row["status"] == "error":
+            print(f"tdslens: {row['capture']}: {row['reason']}", file=sys.stderr)
+    print(summary_line(result), file=sys.stderr)
+    if result.interrupted:
+        return 130
+    return EXIT_FINDINGS if result.errors else EXIT_OK
 
 
 if __name__ == "__main__":
