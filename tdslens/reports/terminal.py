@@ -119,6 +119,22 @@ def _ladder(conn: ConnectionRecord, analysis: Analysis) -> list[str]:
     for phase in conn.phases:
         lines.append(f"  {_phase_line(phase, t0)}{_phase_detail(conn, phase)}")
     lines += [f"  ! {p.what}: {p.detail} (frames {_frames(p.frames)})" for p in conn.problems]
+    lines += _decryption_lines(conn)
+    return lines
+
+
+def _decryption_lines(conn: ConnectionRecord) -> list[str]:
+    """What the key log did for this connection; what stayed encrypted is never left unsaid."""
+    d = conn.decryption
+    if d is None:
+        return []
+    suite = f", {d.cipher_suite}" if d.cipher_suite else ""
+    lines = [f"  key log: {d.records_decrypted} TLS record(s) decrypted ({d.version}{suite})"]
+    lines += [
+        f"  ! not decrypted, {u.reason}: {u.detail} ({u.records} record(s), "
+        f"frames {_frames(u.frames)})"
+        for u in d.undecrypted
+    ]
     return lines
 
 
@@ -166,7 +182,7 @@ def _phase_detail(conn: ConnectionRecord, phase: Phase) -> str:
         intent = ", read-only intent" if lg.read_only_intent else ""
         return (
             f"  TDS {lg.tds_version}, user {lg.username!r}, database {lg.database!r}, "
-            f"app {lg.appname!r}{intent}"
+            f"app {lg.appname!r}{intent}{_decrypted(lg.decrypted)}"
         )
     if phase.name is PhaseName.LOGIN_RESPONSE and conn.response:
         r = conn.response
@@ -176,15 +192,22 @@ def _phase_detail(conn: ConnectionRecord, phase: Phase) -> str:
             for m in r.messages
             if m.kind == "error"
         ]
-        return "  " + "; ".join(parts)
+        return "  " + "; ".join(parts) + _decrypted(r.decrypted)
     if phase.name is PhaseName.REDIRECT and conn.response and conn.response.routing:
         rt = conn.response.routing
-        return f"  routed to {rt.server}:{rt.port} (ENVCHANGE type 20, frame {rt.frame})"
+        return (
+            f"  routed to {rt.server}:{rt.port} (ENVCHANGE type 20, frame {rt.frame})"
+            f"{_decrypted(rt.decrypted)}"
+        )
     if phase.name is PhaseName.CLOSE:
         if tcp.rst_frame is not None:
             return f"  reset by the {tcp.rst_side} (frame {tcp.rst_frame})"
         return ""
     return ""
+
+
+def _decrypted(flag: bool) -> str:
+    return " [decrypted]" if flag else ""
 
 
 FRAMES_SHOWN = 20  # evidence frames listed on one line; the JSON and HTML reports list all
