@@ -42,10 +42,12 @@ def test_every_capture_validates() -> None:
         pytest.skip("no captures in this checkout")
     bad = {}
     for path in captures:
-        doc = to_json(analyze(path))
-        json.dumps(doc)  # plain data only
-        if errs := _errors(doc):
-            bad[str(path)] = errs[:3]
+        keys = path.with_suffix(".keys")  # lab captures come with their TLS key log
+        for keylog in (None, keys) if keys.exists() else (None,):
+            doc = to_json(analyze(path, keylog=keylog))
+            json.dumps(doc)  # plain data only
+            if errs := _errors(doc):
+                bad[f"{path} keylog={keylog is not None}"] = errs[:3]
     assert not bad
 
 

@@ -485,14 +485,18 @@ def _phase_arrow(c: dict[str, Any], p: dict[str, Any], y: int, rel: str, red: bo
         lg = c["login"]
         arrow.both, arrow.x1, arrow.x2 = False, cx, sx
         arrow.label = f"[{s}] LOGIN7" + (
-            f" {lg['username']} / {lg['database']}" if lg else " (encrypted)"
+            f" {lg['username']} / {lg['database']}" + (" (decrypted)" if lg["decrypted"] else "")
+            if lg
+            else " (encrypted)"
         )
     elif name in ("login_response", "redirect"):
         resp = c["response"] or {}
         arrow.both, arrow.x1, arrow.x2 = False, sx, cx
         if name == "redirect" and resp.get("routing"):
             rt = resp["routing"]
-            arrow.label = f"[{s}] ROUTING → {rt['server']}:{rt['port']}"
+            arrow.label = f"[{s}] ROUTING \u2192 {rt['server']}:{rt['port']}" + (
+                " (decrypted)" if rt.get("decrypted") else ""
+            )
         else:
             errors = [m for m in resp.get("messages", []) if m["kind"] == "error"]
             if errors:

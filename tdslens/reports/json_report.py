@@ -31,7 +31,7 @@ from tdslens.analyzer.model import (
 )
 from tdslens.analyzer.tcp_events import Endpoint
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_ID = "https://github.com/tdslens/tdslens/docs/report.schema.json"
 
 # Link-layer header types by LINKTYPE_* value, for the summary (tcpdump.org list).
@@ -323,6 +323,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
                 "mars": pre.mars,
                 "fedauth_required": pre.fedauth_required,
                 "frames": list(pre.frames),
+                "decrypted": getattr(pre, "decrypted", False),
             },
         },
         "tls": None if c.tls is None else _tls(c),
@@ -342,6 +343,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
             "password_present": login.password_present,
             "features": list(login.features),
             "frame": login.frame,
+            "decrypted": getattr(login, "decrypted", False),
         },
         "response": None
         if resp is None
@@ -351,6 +353,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
             "program": resp.program,
             "database": resp.database,
             "packet_size": resp.packet_size,
+            "decrypted": getattr(resp, "decrypted", False),
             "routing": None
             if resp.routing is None
             else {
@@ -358,6 +361,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
                 "port": resp.routing.port,
                 "protocol": resp.routing.protocol,
                 "frame": resp.routing.frame,
+                "decrypted": getattr(resp.routing, "decrypted", False),
             },
             "messages": [
                 {
@@ -375,6 +379,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
         "problems": [
             {"what": p.what, "detail": p.detail, "frames": list(p.frames)} for p in c.problems
         ],
+        "decryption": plain(getattr(c, "decryption", None)),
     }
 
 
