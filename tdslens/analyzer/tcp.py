@@ -34,6 +34,7 @@ as conversations too (the decoder does not hand them over).
 from __future__ import annotations
 
 import gc
+import heapq
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -264,6 +265,7 @@ class TcpEngine:
         self._closing: deque[_Conn] = deque()
         self._streams = 0
         self._names: dict[tuple[int, int, int], str] = {}
+        self._pending: list[Direction] = []  # directions holding fast-lane bytes of the batch
 
     @property
     def streams(self) -> int:
@@ -316,69 +318,114 @@ class TcpEngine:
             cols.payload_len[sel],
             cols.payload_wire_len[sel],
         )
-        fp = None
+        rp = None
         if self.fast_lane:
-            fp = tcp_fastlane.plan(
+            rp = tcp_fastlane.plan(
                 flows, group, src_is_a, seq, ack, flags, window, p_off, p_len, p_wire
             )
-        if fp is None:
-            visit = None
-            kind = np.zeros(len(group), dtype=np.int8)
-        else:
-            # The loop visits slow rows, and fast rows that carry data for a subscriber (for
-            # their Payload); for fast rows the group/side/seq columns carry
-            # stream/from_client/offset.
-            fast = fp.kind == 1
-            visit = np.flatnonzero(~fast | ((p_wire > 0) & fp.deliver[group]))
-            kind = fp.kind[visit]
-            group = np.where(fast, fp.stream, group)[visit]
-            src_is_a = np.where(fast, fp.from_client, src_is_a)[visit]
-            seq = np.where(fast, fp.offset, seq)[visit]
-            number, ts_ns, ack, flags = number[visit], ts_ns[visit], ack[visit], flags[visit]
-            window, p_off, p_len, p_wire = window[visit], p_off[visit], p_len[visit], p_wire[visit]
-        columns = (
-            kind.tolist(),
-            group.tolist(),
-            src_is_a.tolist(),
-            number.tolist(),
-            ts_ns.tolist(),
-            seq.tolist(),
-            ack.tolist(),
-            flags.tolist(),
-            window.tolist(),
-            p_off.tolist(),
-            p_len.tolist(),
-            p_wire.tolist(),
-        )
+        if rp is None:
+            visit = list(range(len(group)))
+            kinds = [0] * len(group)
+        else:  # rows inside runs are not visited unless `take` refuses the run or a
+            visit = np.flatnonzero(rp.kind != 1).tolist()  # subscriber wants bytes
+            kinds = rp.kind.tolist()
+        group_l, sa_l = group.tolist(), src_is_a.tolist()
+        number_l, ts_l = number.tolist(), ts_ns.tolist()
+        seq_l, ack_l, flags_l, win_l = seq.tolist(), ack.tolist(), flags.tolist(), window.tolist()
+        po_l, pl_l, pw_l = p_off.tolist(), p_len.tolist(), p_wire.tolist()
         append = out.append
         new_tuple = tuple.__new__  # Payload is a NamedTuple: skip its Python-level __new__
         new_conn = self._new_conn
         control = self._control
-        num = ts = 0
-        row_streams: list[int] = []
-        keep = row_streams.append if streams is not None else None
-        handed_over: list[int] = []
-        number_all, ts_all = cols.number[sel], cols.ts_ns[sel]
-        for fast, g, sa, num, ts, seq, ack, fl, win, po, pl, pw in zip(*columns, strict=True):
-            if fast:
-                if fast == 1:  # in-order data of an uneventful connection (see tcp_fastlane)
-                    append(new_tuple(Payload, (g, sa, seq, mv[po : po + pl], num, ts)))
+        keep = streams is not None
+        kept_rows: list[int] = []
+        kept_streams: list[int] = []
+        taken: dict[int, tuple[int, bool, int, int]] = {}  # run -> stream, a_is_client, offs
+        extra: list[int] = []  # rows added to the visit while looping (a heap)
+        vi, n_visit = 0, len(visit)
+        while True:
+            if extra and (vi >= n_visit or extra[0] < visit[vi]):
+                i = heapq.heappop(extra)
+            elif vi < n_visit:
+                i = visit[vi]
+                vi += 1
+            else:
+                break
+            k = kinds[i]
+            if k:
+                assert rp is not None
+                run = rp.run[i]
+                if k == 1:  # a row of a taken run whose bytes a subscriber reads
+                    stream, a_client, off_a, off_b = taken[run]
+                    sa = sa_l[i]
+                    po = po_l[i]
+                    append(
+                        new_tuple(
+                            Payload,
+                            (
+                                stream,
+                                sa == a_client,
+                                (off_a if sa else off_b) + rp.rel_off[i],
+                                mv[po : po + pl_l[i]],
+                                number_l[i],
+                                ts_l[i],
+                            ),
+                        )
+                    )
                     continue
-                # The first eventful row after a fast prefix: bring the state up to date.
-                tcp_fastlane.apply(fp, g, flows, mv, number_all, ts_all)  # type: ignore[arg-type]
-                handed_over.append(g)
+                # The first row of a run: take the whole run, or send its rows the slow way.
+                flow = flows[group_l[i]]
+                conn = flow.conn
+                if conn is not None and not flow.unset:
+                    off_a, off_b = conn.da.off, conn.db.off
+                    if tcp_fastlane.take(rp, run, conn, mv, number_l, ts_l, self._pending):
+                        taken[run] = (conn.stream, conn.a_is_client, off_a, off_b)
+                        if conn.da.deliver:
+                            for j in rp.order[rp.lo[run] : rp.hi[run]].tolist():
+                                if pw_l[j]:
+                                    kinds[j] = 1
+                                    heapq.heappush(extra, j)
+                            if kinds[i] == 1:  # this row too: handle it now
+                                heapq.heappop(extra)
+                                kinds[i] = 2
+                                sa = sa_l[i]
+                                po = po_l[i]
+                                append(
+                                    new_tuple(
+                                        Payload,
+                                        (
+                                            conn.stream,
+                                            sa == conn.a_is_client,
+                                            off_a if sa else off_b,
+                                            mv[po : po + pl_l[i]],
+                                            number_l[i],
+                                            ts_l[i],
+                                        ),
+                                    )
+                                )
+                        continue
+                for j in rp.order[rp.lo[run] + 1 : rp.hi[run]].tolist():
+                    kinds[j] = 0
+                    heapq.heappush(extra, j)
+            g = group_l[i]
+            sa = sa_l[i]
+            num = number_l[i]
+            ts = ts_l[i]
+            seq = seq_l[i]
+            fl = flags_l[i]
             flow = flows[g]
             # 1. Which tcp.stream (Wireshark's rule, see module docstring).
             if flow.unset or fl & 0x12 == SYN:
-                conn = new_conn(flow, sa, num, ts, seq, ack, fl, append)
+                conn = new_conn(flow, sa, num, ts, seq, ack_l[i], fl, append)
             else:
                 conn = flow.conn
                 if conn is None:
-                    conn = new_conn(flow, sa, num, ts, seq, ack, fl, append)
+                    conn = new_conn(flow, sa, num, ts, seq, ack_l[i], fl, append)
             conn.last_frame = num
             conn.last_ts = ts
-            if keep is not None:
-                keep(conn.stream)
+            if keep:
+                kept_rows.append(i)
+                kept_streams.append(conn.stream)
             if sa:
                 snd = conn.da
                 rcv = conn.db
@@ -386,17 +433,19 @@ class TcpEngine:
                 snd = conn.db
                 rcv = conn.da
             snd.packets += 1
+            pw = pw_l[i]
             # 2. Control flags, acknowledgements, window.
             if fl & 0x07:
                 control(conn, snd, num, ts, seq, fl, pw, out)
             if fl & ACK:
-                rcv.acked = ack
-                d = (ack - rcv.nxt) & MASK
+                a = ack_l[i]
+                rcv.acked = a
+                d = (a - rcv.nxt) & MASK
                 if d and d < HALF:  # beyond what we saw: FIN, probe or lost bytes (or nxt unknown)
-                    rcv.ack_beyond(ack, num, out)
+                    rcv.ack_beyond(a, num, out)
                     if rcv.fin_acked and snd.fin_acked and conn.closed_ts < 0:
                         self._close(conn, ts, out)
-            if win == 0:
+            if win_l[i] == 0:
                 if not fl & 0x07:
                     snd.window(True, num)
             elif snd.zw:
@@ -405,6 +454,8 @@ class TcpEngine:
             if pw:
                 if fl & SYN:
                     seq = (seq + 1) & MASK
+                po = po_l[i]
+                pl = pl_l[i]
                 if seq == snd.nxt and pl == pw and not snd.slow:
                     data = mv[po : po + pl]
                     if not snd.payload_bytes:
@@ -418,6 +469,8 @@ class TcpEngine:
                         )
                     snd.off += pl
                     snd.nxt = (seq + pl) & MASK
+                    if snd.pending is not None:
+                        snd.settle()
                     recent = snd.recent
                     recent += data
                     if len(recent) > RECENT_LIMIT:
@@ -427,17 +480,26 @@ class TcpEngine:
             elif not snd.saw_pure_ack and fl & 0x17 == ACK:
                 snd.saw_pure_ack = True
                 snd.mark("A")
-        if fp is not None:
-            done = set(handed_over)
-            for gi in fp.groups:
-                if gi not in done:
-                    tcp_fastlane.apply(fp, gi, flows, mv, number_all, ts_all)
-        if streams is not None:
-            target = rows if visit is None else rows[visit[kind != 1]]
-            streams[target] = row_streams
-            if fp is not None:
-                fast = fp.kind == 1
-                streams[rows[fast]] = fp.stream[fast]
+        if keep:
+            assert streams is not None
+            streams[rows[kept_rows]] = kept_streams
+            if taken:
+                assert rp is not None
+                run_stream = np.full(len(rp.lo), -1, dtype=np.int64)
+                run_stream[list(taken)] = [t[0] for t in taken.values()]
+                in_run = np.flatnonzero(rp.run >= 0)
+                s = run_stream[rp.run[in_run]]
+                ok = s >= 0
+                streams[rows[in_run[ok]]] = s[ok]
+        if rp is not None:  # fast-lane bytes refer to this batch's buffer: copy or drop them
+            for d in self._pending:
+                if d.pending is not None:
+                    if d.all_acked():
+                        d.pending = None
+                        d.recent = bytearray()
+                    else:
+                        d.settle()
+            self._pending.clear()
         now = int(cols.ts_ns[rows[-1]])
         if self._closing:
             self._settle(now, out)

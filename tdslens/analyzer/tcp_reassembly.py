@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
+
 from tdslens.analyzer.tcp_events import (
     Conflict,
     DirectionStats,
@@ -60,6 +62,7 @@ class Direction:
         "packets",
         "payload_bytes",
         "peer",
+        "pending",
         "probe",
         "recent",
         "retransmissions",
@@ -98,6 +101,10 @@ class Direction:
         self.off = 0
         self.midstream = True
         self.recent = bytearray()  # delivered bytes ending at `off`, for conflict checks
+        # Bytes the fast lane delivered, not yet copied into `recent`: (buffer, payload offsets,
+        # lengths, lo, hi), newest first in [lo:hi]. Copied only if still needed at the batch
+        # end (most are acknowledged by then), or before `recent` is used.
+        self.pending: tuple[memoryview, np.ndarray, np.ndarray, int, int] | None = None
         self.acked = -1  # the peer's latest raw ACK (for dropping `recent` once all is acked)
         self.ooo: list[tuple[int, int, int, bytes, int]] = []  # heap (off, frame, ts, data, wire)
         self.ooo_bytes = 0
@@ -294,6 +301,8 @@ class Direction:
                 out.append(Payload(self.stream, self.from_client, self.off, data, frame, ts))
             self.payload_bytes += n
             self.slow_delivered += n
+            if self.pending is not None:
+                self.settle()
             self.recent += data
             if len(self.recent) > RECENT_LIMIT:
                 self.trim_recent()
@@ -301,6 +310,31 @@ class Direction:
             self.nxt = (self.nxt + n) & MASK
         if wire_len > n:  # the snap length cut the frame: the rest is lost to us
             self._gap(wire_len - n, frame, "snaplen", out)
+
+    def keep_tail(
+        self, mv: memoryview, offsets: np.ndarray, lengths: np.ndarray, lo: int, hi: int
+    ) -> None:
+        """The fast lane delivered these bytes (newest first in [lo:hi]); copy them lazily."""
+        if self.pending is not None:
+            self.settle()
+        self.pending = (mv, offsets, lengths, lo, hi)
+
+    def settle(self) -> None:
+        """Copy the pending fast-lane bytes into `recent` (as if delivered one by one, then
+        trimmed once)."""
+        assert self.pending is not None
+        mv, offsets, lengths, lo, hi = self.pending
+        self.pending = None
+        self.recent += b"".join(
+            [
+                mv[p : p + n]
+                for p, n in zip(
+                    offsets[lo:hi][::-1].tolist(), lengths[lo:hi][::-1].tolist(), strict=True
+                )
+            ]
+        )
+        if len(self.recent) > RECENT_LIMIT:
+            self.trim_recent()
 
     def trim_recent(self) -> None:
         """Keep the newest RECENT_KEEP bytes: retransmissions repeat recent, unacked data.
@@ -321,11 +355,14 @@ class Direction:
         self.off += length
         self.nxt = (self.nxt + length) & MASK
         self.recent.clear()
+        self.pending = None
         self.mark("G")
 
     def _compare(self, d: int, data: bytes | memoryview, frame: int, out: list[TcpEvent]) -> None:
         """Compare the repeated part of a retransmission with the first copy."""
         n = min(len(data), -d)
+        if self.pending is not None:
+            self.settle()
         recent = self.recent
         if n <= 0 or -d > len(recent):
             return  # too old to check
