@@ -285,8 +285,10 @@ def test_proxy_session_is_not_a_redirect_even_when_a_worker_port_follows(tmp_pat
 def test_hidden_login_result_is_not_called_a_failure(tmp_path):
     a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.01, encrypted_gateway())))
     assert a.redirects == [] and errors(a) == []
-    assert [f.code for f in a.findings] == ["LOGIN_RESULT_HIDDEN"]
+    assert [f.code for f in a.findings] == ["LOGIN_RESULT_HIDDEN", "CAPTURE_INCOMPLETE"]
+    assert "filter" in a.findings[1].title  # only port 1433 in the capture
     assert a.attempts[0].verdict.result == "unknown"
+    assert a.attempts[0].verdict.finding == "LOGIN_RESULT_HIDDEN"
 
 
 # -- exact links -------------------------------------------------------------------------------

@@ -222,7 +222,28 @@ def diagnose(ctx: Context) -> list[Finding]:
         if f is not None:
             out.append(f)
     out.extend(capture_findings(ctx))
+    out.extend(port_filter_suspected(ctx, out))
     return out
+
+
+def port_filter_suspected(ctx: Context, found: list[Finding]) -> list[Finding]:
+    """Only port 1433 in the capture, and an outcome that a missing second leg would explain."""
+    if ctx.ports != {r.SQL_PORT}:
+        return []
+    open_ends = [f for f in found if f.code in ("LOGIN_RESULT_HIDDEN", "REDIRECT_NOT_FOLLOWED")]
+    if not open_ends:
+        return []
+    return [
+        make(
+            "CAPTURE_INCOMPLETE",
+            "Only port 1433 in the capture: a filter may hide second legs",
+            "Every TCP connection in the capture goes to port 1433, and some logins end in a "
+            "way a redirect would explain. If the capture was filtered (for example "
+            "'tcp port 1433'), connections to the redirect ports 11000-11999 are not in it.",
+            sorted({s for f in open_ends for s in f.connections}),
+            sorted({x for f in open_ends for x in f.frames})[:20],
+        )
+    ]
 
 
 # -- failure rules (one connection) ------------------------------------------------------------
