@@ -5,6 +5,10 @@ driver's own report, never from tdslens. Checked here, per capture: every connec
 the redirect link (gateway leg → second legs, target, evidence) and its outcome, the verdict and
 the finding that explains it, and that a session the driver reports as working raises no error.
 
+Each capture is checked twice: as captured (TLS hides Azure's login responses, so most links
+are inferred) and decrypted with the lab's TLS key log (every routing token read, so every link is
+exact and no login result stays hidden).
+
 Where the wire cannot show what the lab knows, the test says so instead of bending the rules:
 a login refused inside TLS is `LOGIN_RESULT_HIDDEN` (unknown) until the capture is decrypted, a
 server that hangs up on PRELOGIN is `CLOSED_AFTER_PRELOGIN` whatever its reason, and a listener
@@ -62,12 +66,17 @@ def _ids(paths: list[Path]) -> list[str]:
 
 
 @cache
-def _load(path: Path) -> tuple[dict[str, Any], Analysis]:
+def _load(path: Path, keys: bool = False) -> tuple[dict[str, Any], Analysis]:
+    """The expected file and tdslens's analysis, with the capture's TLS key log if `keys`."""
     expected = json.loads(path.read_text())
     pcap = path.with_name(expected["capture"])
     if not pcap.exists():
         pytest.skip(f"{pcap.name} is not in samples/pcaps")
-    return expected, analyze(pcap)
+    if not keys:
+        return expected, analyze(pcap)
+    if not expected["keylog"] or not path.with_name(expected["keylog"]).exists():
+        pytest.skip("no TLS key log for this capture")
+    return expected, analyze(pcap, keylog=path.with_name(expected["keylog"]))
 
 
 def _tcp(expected: dict[str, Any]) -> list[dict[str, Any]]:
@@ -240,6 +249,24 @@ def test_exact_links_when_the_login_response_is_readable(path):
     last = a.attempts[-1].verdict
     if verdict["result"] == "ok":
         assert last.result == "ok"
+        assert [f for f in a.findings if f.severity is Severity.ERROR] == []
+    else:
+        assert last.result == "failed", last
+        assert last.finding in REASON_CODES[verdict["reason"]] - {"LOGIN_RESULT_HIDDEN"}
+
+
+@pytest.mark.parametrize("path", EXPECTED, ids=_ids(EXPECTED))
+def test_with_the_key_log_links_are_exact_and_verdicts_final(path):
+    """Decrypted, every routing token is read (evidence routing_token), and no login result
+    stays hidden: the verdict names the lab's reason."""
+    expected, a = _load(path, keys=True)
+    verdict = expected["verdict"]
+    routed = {_stream(a, c["client"]) for c in _tcp(expected) if c["routing"]}
+    assert {r.gateway for r in a.redirects} == routed
+    assert all(r.evidence is LinkEvidence.ROUTING_TOKEN for r in a.redirects)
+    last = a.attempts[-1].verdict
+    if verdict["result"] == "ok":
+        assert last.result == "ok", last
         assert [f for f in a.findings if f.severity is Severity.ERROR] == []
     else:
         assert last.result == "failed", last
