@@ -83,6 +83,8 @@ tb=null,hid=document.createElement('tbody'),c=0;
 for(var i=0;i<bs.length;i++)t.removeChild(bs[i]);hid.hidden=true;
 for(var i=0;i<all.length;i++){var r=all[i];if(r._h){hid.appendChild(r);continue;}
 if(c%N===0){tb=document.createElement('tbody');f.appendChild(tb);}tb.appendChild(r);c++;}
+for(var j=0;j<f.childNodes.length;j++){var x=f.childNodes[j];
+x.style.containIntrinsicSize='auto '+(x.rows.length*21)+'px';}
 f.appendChild(hid);t.appendChild(f);return c;}
 function sortBy(c){var num=hs[c].hasAttribute('data-num'),d=dir[c]=-(dir[c]||-1),k=[];
 for(var i=0;i<all.length;i++){var r=all[i],s=r.cells[c]?r.cells[c].textContent:'';
