@@ -235,6 +235,15 @@ def test_another_captures_key_log_says_no_key_per_connection():
     assert _routing_evidence(a) == [LinkEvidence.INFERRED]  # the analysis without keys stands
 
 
+def test_an_empty_key_log_still_says_no_key(tmp_path):
+    """Asking for decryption with a key log that holds nothing is not silent either."""
+    keys = tmp_path / "empty.keys"
+    keys.write_text("# SSLKEYLOGFILE of another program\n")
+    a = analyze(REDIRECT, keylog=keys)
+    assert _undecrypted(a) == [[("no_key", 4)], [("no_key", 6)]]
+    assert not a.problems
+
+
 def test_a_wrong_secret_fails_authentication(tmp_path):
     keys = tmp_path / "wrong.keys"
     lines = []

@@ -34,15 +34,20 @@ class CaptureSecrets:
     a decryptor asks only once per TLS session (at its ServerHello), which keeps this cheap.
     """
 
-    def __init__(self, given: KeyLog, blocks: list[tuple[int, bytes]]) -> None:
+    def __init__(
+        self, given: KeyLog, blocks: list[tuple[int, bytes]], requested: bool = False
+    ) -> None:
+        """``requested``: the user gave a key log, even an empty one: then every TLS connection
+        says what it could not decrypt (no_key) rather than nothing."""
         self.given = given
+        self.requested = requested
         self.blocks = blocks  # the reader's list: it grows while the capture is read
         self._seen = 0
         self._dsb = KeyLog()
 
     def __bool__(self) -> bool:
         """Anything to decrypt with? Without keys no decryptor is built (no cost)."""
-        return len(self.given) > 0 or bool(self.blocks)
+        return self.requested or len(self.given) > 0 or bool(self.blocks)
 
     @property
     def from_blocks(self) -> KeyLog:
@@ -100,7 +105,7 @@ def analyze(path: str | Path, keylog: KeyLogArg = None) -> Analysis:
     """
     given = load_keylogs(keylog)
     pipe = CapturePipeline(path)
-    secrets = CaptureSecrets(given, pipe.reader.secrets)
+    secrets = CaptureSecrets(given, pipe.reader.secrets, requested=keylog is not None)
     open_conns: dict[int, ConnectionDissector] = {}
     records: list[ConnectionRecord] = []
     dns: list[DnsRecord] = []

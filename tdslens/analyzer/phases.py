@@ -305,8 +305,7 @@ class ConnectionDissector:
     def _drain(self) -> None:
         """Fold what the decryptor produced: plaintext into the inner TDS directions."""
         if not self._results:
-            self._opened.clear()
-            return
+            return  # always so without a key log; ``_opened`` fills only with results
         results, self._results = self._results, []
         self._opened.clear()
         for r in results:
@@ -357,7 +356,11 @@ class ConnectionDissector:
 
     def _fold(self, events: list[ev.Event], from_client: bool) -> None:
         for e in events:
-            if isinstance(e, ev.EncryptedData) and (from_client, e.frames) in self._opened:
+            if (
+                self._opened
+                and isinstance(e, ev.EncryptedData)
+                and (from_client, e.frames) in self._opened
+            ):
                 continue  # decrypted: the inner dissector says exactly what it was
             phase = self._classify(e, from_client)
             if phase is not None:

@@ -129,7 +129,8 @@ def _decryption_lines(conn: ConnectionRecord) -> list[str]:
     if d is None:
         return []
     suite = f", {d.cipher_suite}" if d.cipher_suite else ""
-    lines = [f"  key log: {d.records_decrypted} TLS record(s) decrypted ({d.version}{suite})"]
+    version = d.version or "no ServerHello"
+    lines = [f"  key log: {d.records_decrypted} TLS record(s) decrypted ({version}{suite})"]
     lines += [
         f"  ! not decrypted, {u.reason}: {u.detail} ({u.records} record(s), "
         f"frames {_frames(u.frames)})"
