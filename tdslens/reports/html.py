@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from tdslens.analyzer.model import Analysis
 from tdslens.reports.json_report import to_json
@@ -137,7 +137,10 @@ def render_html_document(doc: dict[str, Any]) -> str:
         findings=[_finding_view(f, doc) for f in findings or []],
         has_findings=bool(doc.get("correlated")),
         ladders=_ladders(doc, red),
-        row_chunks=_chunks([_row(c, red) for c in conns[:MAX_TABLE_ROWS]], ROW_CHUNK),
+        row_chunks=[
+            (len(chunk), _rows_html(chunk))
+            for chunk in _chunks([_row(c, red) for c in conns[:MAX_TABLE_ROWS]], ROW_CHUNK)
+        ],
         row_count=min(len(conns), MAX_TABLE_ROWS),
         rows_cut=max(0, len(conns) - MAX_TABLE_ROWS),
         dns_rows=doc["dns"][:MAX_DNS_ROWS],
@@ -269,6 +272,16 @@ def _row(c: dict[str, Any], red: set[int]) -> tuple[Any, ...]:
         tds,
         who,
     )
+
+
+def _rows_html(rows: list[tuple[Any, ...]]) -> Markup:
+    """The rows of one tbody, every cell escaped here (a Jinja loop over 30,000 rows of 12 cells
+    takes several seconds; this takes a fraction of that and escapes the same way)."""
+    out = []
+    for r in rows:
+        cells = "<td>".join(str(escape(v)) for v in r[1:])
+        out.append(('<tr class="f"><td>' if r[0] else "<tr><td>") + cells)
+    return Markup("".join(out))
 
 
 def _chunks(rows: list[Any], n: int) -> list[list[Any]]:
