@@ -122,6 +122,7 @@ def test_every_case_lands_in_the_right_row(mixed) -> None:
     assert "absolute path" in skipped["evil.zip!/tmp/absolute.pcap"]
     assert "decompression bomb" in skipped["bomb.zip!bomb.pcap"]
     assert "decompression bomb" in skipped["bomb.tar.gz!bomb.pcap"]
+    assert "rest of the archive not read" in skipped["bomb.tar.gz"]
     assert "outside the scanned tree" in skipped["link-out.pcap"]
     assert (result.ok, result.errors, result.cached) == (8, 1, 0)
     assert not result.interrupted

@@ -308,6 +308,7 @@ class LocalRunner:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
+        _import_analyzer()  # before the fork: workers start with it imported
         self.pool = self._new_pool()
         self.futures: dict[Future[JobResult], Job] = {}
 

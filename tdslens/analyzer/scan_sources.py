@@ -44,6 +44,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 SNIFF_BYTES = 512  # a tar header is 512 bytes; "ustar" sits at offset 257
 COPY_CHUNK = 1 << 20
+STOPPED_AT_BOMB = "rest of the archive not read: it follows a member over the decompression limits"
 # Ratios are judged only once this much has come out: tiny members compress absurdly well.
 RATIO_GRACE_BYTES = 1 << 20
 
@@ -192,7 +193,7 @@ def _from_file(
     elif kind == "zip":
         yield from _zip_members(display, path, spool_dir, limits)
     elif kind in ("tar", "tgz"):
-        yield from _tar_members(display, path, spool_dir, limits)
+        yield from _tar_members(display, path, spool_dir, limits, compressed=kind == "tgz")
     else:
         yield ScanItem(display, None, size, skipped=describe_magic(head))
 
@@ -233,8 +234,14 @@ def _zip_members(display: str, path: Path, spool_dir: Path, limits: Limits) -> I
                 yield ScanItem(where, None, info.file_size, skipped=f"damaged member: {exc}")
 
 
-def _tar_members(display: str, path: Path, spool_dir: Path, limits: Limits) -> Iterator[ScanItem]:
-    """Streaming mode ('r|*'): one pass, no seeking, members in archive order."""
+def _tar_members(
+    display: str, path: Path, spool_dir: Path, limits: Limits, compressed: bool
+) -> Iterator[ScanItem]:
+    """Streaming mode ('r|*'): one pass, no seeking, members in archive order.
+
+    In a compressed tar the only way past a member is to decompress it, so after a member
+    over a limit (a bomb) the rest of the archive is not read, and a row says so.
+    """
     with path.open("rb") as raw:
         try:
             tf = tarfile.open(fileobj=raw, mode="r|*")  # noqa: SIM115 (closed below)
@@ -242,11 +249,16 @@ def _tar_members(display: str, path: Path, spool_dir: Path, limits: Limits) -> I
             yield ScanItem(display, None, 0, skipped=f"damaged tar archive: {exc}")
             return
         with tf:
-            yield from _tar_stream(display, tf, raw, spool_dir, limits)
+            yield from _tar_stream(display, tf, raw, spool_dir, limits, compressed)
 
 
 def _tar_stream(
-    display: str, tf: tarfile.TarFile, raw: BinaryIO, spool_dir: Path, limits: Limits
+    display: str,
+    tf: tarfile.TarFile,
+    raw: BinaryIO,
+    spool_dir: Path,
+    limits: Limits,
+    compressed: bool,
 ) -> Iterator[ScanItem]:
     try:
         for member in tf:
@@ -260,15 +272,19 @@ def _tar_stream(
                 why = "not a regular file"
             if why is None and member.size > limits.max_member_bytes:
                 why = _too_big(member.size, limits)
-            if why is not None:
-                yield ScanItem(where, None, member.size, skipped=why)
-                continue
-            stream = tf.extractfile(member)
-            assert stream is not None  # a regular file
-            # Compressed bytes consumed so far against tar bytes out: the whole stream's ratio.
-            yield _spool_member(
-                where, stream, spool_dir, limits, raw.tell, start_out=member.offset_data
-            )
+            if why is None:
+                stream = tf.extractfile(member)
+                assert stream is not None  # a regular file
+                # Compressed bytes consumed so far against tar bytes out: the stream's ratio.
+                item = _spool_member(
+                    where, stream, spool_dir, limits, raw.tell, start_out=member.offset_data
+                )
+            else:
+                item = ScanItem(where, None, member.size, skipped=why)
+            yield item
+            if compressed and (item.skipped or "").startswith("decompression"):
+                yield ScanItem(display, None, 0, skipped=STOPPED_AT_BOMB)
+                return
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         yield ScanItem(display, None, 0, skipped=f"damaged tar archive (stopped): {exc}")
 
