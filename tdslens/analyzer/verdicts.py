@@ -4,7 +4,7 @@ Why separate from the findings: a finding says what one connection or link shows
 reads an attempt as the client lived it. An attempt is judged by its *last* try (drivers retry,
 and a retry that got in makes the attempt a success even though the earlier failure stays
 reported), and the explaining finding is the one of that try that comes first in
-`findings.PRIORITY` (a blocked redirect explains a failure better than the slow login before it).
+`finding_codes.PRIORITY` (a blocked redirect explains a failure better than a slow login).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections import defaultdict
 
 from tdslens.analyzer import roles as r
 from tdslens.analyzer.correlate import Context
-from tdslens.analyzer.findings import PRIORITY, connection_failure
+from tdslens.analyzer.finding_codes import PRIORITY
+from tdslens.analyzer.findings import connection_failure
 from tdslens.analyzer.model import (
     Attempt,
     CaptureVerdict,
