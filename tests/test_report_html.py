@@ -9,6 +9,7 @@ Set TDSLENS_SCREENSHOTS=<folder> to keep the screenshots (docs/img/ is made that
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -169,6 +170,8 @@ def test_sample_renders_clean_in_chromium(browser: Any, tmp_path: Path, scenario
     red = browser.find_elements("css selector", "#ladders svg .a.red")
     assert bool(red) == (scenario == "redirect_blocked")
     screenshot(browser, f"report_{scenario}", tmp_path)
+    pdf = browser.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})
+    assert base64.b64decode(pdf["data"]).startswith(b"%PDF")  # @media print lays out too
 
 
 def test_hostile_strings_stay_text(browser: Any, tmp_path: Path) -> None:
@@ -187,6 +190,7 @@ def test_hostile_strings_stay_text(browser: Any, tmp_path: Path) -> None:
     for hostile in HOSTILE:
         assert hostile in dom["text"]
     assert dom["title"] == "tdslens: " + Path(analysis.capture.path).name
+    assert "Login failed for user" in dom["text"]  # the server's error message, in the ladder
     ladder_text = browser.execute_script(
         "return [...document.querySelectorAll('#ladders svg text')].map(t => t.textContent)"
         ".join(' ')"

@@ -218,9 +218,24 @@ def gateway_connection(
             program="Microsoft SQL Server 16.0" + text,
             routing=RoutingFacts(worker + text, 11042, 0, f + 11),
             messages=[
+                *(
+                    [
+                        ServerMessageFacts(
+                            "error",
+                            18456,
+                            1,
+                            14,
+                            "Login failed for user 'appuser" + text + "'.",
+                            "gw" + text,
+                            f + 11,
+                        )
+                    ]
+                    if text
+                    else []
+                ),
                 ServerMessageFacts(
                     "info", 5701, 2, 0, "Changed database context" + text, "gw" + text, f + 11
-                )
+                ),
             ],
             database="salesdb" + text,
         ),

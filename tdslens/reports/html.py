@@ -19,6 +19,7 @@ import base64
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -121,6 +122,13 @@ _ENV = Environment(
 def render_html(analysis: Analysis) -> str:
     """The report as one self-contained HTML page."""
     return render_html_document(to_json(analysis))
+
+
+def write_html(analysis: Analysis, path: str | Path) -> Path:
+    """Write ``render_html(analysis)`` as UTF-8; returns the path written."""
+    path = Path(path)
+    path.write_text(render_html(analysis), encoding="utf-8")
+    return path
 
 
 def render_html_document(doc: dict[str, Any]) -> str:
