@@ -758,5 +758,8 @@ class TcpEngine:
         if conn.flow.conn is conn:
             conn.flow.conn = None
             self._released.append(conn.flow)
-        conn.da.peer = conn.da  # break the reference cycle so refcounting frees the state
-        conn.db.peer = conn.db
+        # Break the da <-> db cycle so refcounting frees the state now: the cyclic collector
+        # is off while batches run, and a connection old enough to sit in its oldest
+        # generation would otherwise wait for a full collection (memory followed the file).
+        # (Pointing `peer` at itself, as before, is a cycle too.)
+        del conn.da.peer, conn.db.peer
