@@ -25,6 +25,8 @@ SECRET_FIELDS = {
     "target_host", "servername", "hostname", "certificate_san", "username", "database",
     "appname", "instance", "path", "server",
 }  # fmt: skip
+HOST_FIELDS = {"names", "cnames", "sni", "server_name", "target_host", "servername", "hostname",
+               "certificate_san", "server"}  # fmt: skip
 PUBLIC_WORDS = {s for suffix in PUBLIC_SUFFIXES for s in suffix.split(".")}
 
 
@@ -43,6 +45,8 @@ def originals(a: Analysis, noise: str = "") -> set[str]:
                     found.add(Path(obj).name)
                     return
                 found.add(obj)
+                if name not in HOST_FIELDS:  # "Microsoft Data Access Components": words
+                    return
                 for label in re.split(r"[.<>\"'/ (),:]", obj):
                     if len(label) >= 4 and label.lower() not in PUBLIC_WORDS:
                         found.add(label)
