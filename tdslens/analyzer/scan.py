@@ -88,7 +88,7 @@ def scan(
     else:
         workers = options.workers or os.cpu_count() or 1
         runner = LocalRunner(workers)
-        in_flight = 2 * workers
+        in_flight = 4 * workers
     spooled: dict[str, str] = {}  # report_id -> spool file to delete when done
 
     def collect(done: list[JobResult]) -> None:
@@ -178,7 +178,7 @@ def write_outputs(result: ScanResult) -> None:
     """findings.csv, connections.parquet, scan.json, index.html over the rows at hand."""
     from tdslens.analyzer.scan_index import (
         index_rows,
-        merge_parquet,
+        merge_parts,
         write_findings_csv,
         write_scan_json,
     )
@@ -190,7 +190,7 @@ def write_outputs(result: ScanResult) -> None:
     analysed = [r for r in result.rows if r["status"] in ("ok", "cached")]
     write_findings_csv(analysed, outdir / "findings.csv")
     parts = [report_paths(outdir, r["report_id"])["connections"] for r in analysed]
-    merge_parquet([p for p in parts if p.exists()], outdir / "connections.parquet")
+    merge_parts([p for p in parts if p.exists()], outdir / "connections.parquet")
     meta = {
         "tdslens_version": __version__,
         "captures": result.captures,
