@@ -91,3 +91,20 @@ def test_no_password_anywhere() -> None:
         return set()
 
     assert not {k for k in keys(doc) if "password" in k and k != "password_present"}
+
+
+def test_uncorrelated_analysis_falls_back_to_port_roles() -> None:
+    """An analysis made without the correlation layer still renders, and says so."""
+    from tdslens.analyzer.model import Analysis
+    from tdslens.reports.html import render_html
+
+    full = build_analysis(attempts=1)
+    bare = Analysis(full.capture, full.frames, full.problems, full.connections, full.dns)
+    doc = to_json(bare)
+    assert not _errors(doc)
+    assert doc["correlated"] is False and doc["verdict"] is None
+    assert [(c["role"], c["role_source"]) for c in doc["connections"]] == [
+        ("gateway", "port"),
+        ("worker", "port"),
+    ]
+    assert "No diagnosis in this analysis" in render_html(bare)
