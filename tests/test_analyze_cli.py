@@ -78,3 +78,29 @@ def test_unreadable_capture_exits_2_with_one_line(tmp_path):
 def test_quiet_prints_nothing(capsys):
     assert main(["analyze", "-q", str(SAMPLES / "proxy_ok__pytds.pcap")]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_redact_reaches_every_output(tmp_path):
+    """No client/server address or Azure host name of the capture survives --redact, in the
+    terminal text, the JSON or the CSV; the names come from the lab's expected file."""
+    path = SAMPLES / "redirect_blocked__tedious.pcap"
+    expected = json.loads(path.with_suffix(".json").read_text())
+    secrets = {expected["client_request"]["host"]}
+    for conn in expected["connections"]:
+        secrets.update({conn["client"][0], conn["server"][0]})
+    proc = run(
+        "analyze",
+        str(path),
+        "--redact",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--csv",
+        str(tmp_path / "csv"),
+    )
+    assert proc.returncode == 1
+    outputs = [proc.stdout, (tmp_path / "r.json").read_text()]
+    outputs += [p.read_text() for p in sorted((tmp_path / "csv").iterdir())]
+    assert len(outputs) == 4 and "REDIRECT_BLOCKED" in proc.stdout
+    for text in outputs:
+        for secret in secrets:
+            assert secret not in text

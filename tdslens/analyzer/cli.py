@@ -81,6 +81,15 @@ def _build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("-o", "--html", metavar="FILE", help="write the HTML report to FILE")
     analyze.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
     analyze.add_argument(
+        "--csv", metavar="DIR", help="write connections.csv and findings.csv into DIR"
+    )
+    analyze.add_argument(
+        "--redact",
+        action="store_true",
+        help="replace addresses, host, user and database names by stable pseudonyms in every "
+        "output (terminal included), for sharing a report outside the organisation",
+    )
+    analyze.add_argument(
         "--wireshark-profile",
         metavar="DIR",
         help="write a Wireshark profile folder (worker ports decoded as TDS, failures coloured)",
@@ -125,6 +134,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         return EXIT_UNREADABLE
     for problem in result.problems:
         print(f"tdslens: {problem}", file=sys.stderr)
+    if args.redact:
+        from tdslens.reports.redact import redact
+
+        result = redact(result)
     if not args.quiet:
         from tdslens.reports.terminal import render_text
 
@@ -141,6 +154,10 @@ def _write_reports(result: object, args: argparse.Namespace) -> None:
         from tdslens.reports.json_report import write_json
 
         write_json(result, args.json)
+    if args.csv:
+        from tdslens.reports.csv_report import write_csv
+
+        write_csv(result, args.csv)
     if args.html:
         from pathlib import Path
 
