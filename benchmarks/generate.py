@@ -607,12 +607,16 @@ class Generator:
                 )
             f.send(1, resp, dt=f.rtt + rng.randrange(50_000), reply_soon=rng.random() < 0.7)
 
-    def end(self, f: TcpFlow, p_open: float = 0.1) -> None:
-        """Most connections close with FIN from the client; a few reset; some stay open."""
+    def end(self, f: TcpFlow) -> None:
+        """Most connections close with FIN from the client, a few reset. Those still busy when
+        sessions stop starting are left open, as if the capture stopped first: so the number
+        open at the end stays the same at every file size (memory should follow it)."""
         r = f.rng.random()
+        if f.t > self.duration:
+            return
         if r < 0.04:
             f.abort(0)
-        elif r < 1 - p_open:
+        else:
             f.close(0 if r < 0.85 else 1)
 
     # -- sessions ------------------------------------------------------------------------------

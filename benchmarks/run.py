@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -251,7 +252,14 @@ def capture_for(label: str, packets: int, seed: int) -> tuple[Path, dict]:
         if manifest.get("generator") == fingerprint and manifest.get("packets") == packets:
             return path, manifest
     print(f"generating {path.name} ({packets:,} packets)...", flush=True)
-    manifest = generate.generate(packets, seed, path)
+    # In a child process: a child's ru_maxrss starts from its parent's peak (Linux keeps the
+    # high-water mark across fork and exec), so run.py itself must never grow large.
+    subprocess.run(
+        [sys.executable, str(HERE / "generate.py"), "--packets", str(packets), "--seed",
+         str(seed), "--out", str(path)],
+        check=True,
+    )  # fmt: skip
+    manifest = json.loads(meta.read_text())
     manifest["generator"] = fingerprint
     meta.write_text(json.dumps(manifest, indent=1) + "\n")
     return path, manifest
@@ -418,7 +426,9 @@ def report(results: list[SizeResult], args: argparse.Namespace, env: dict[str, s
         f"Machine: {env['nproc']} CPUs ({env['cpu']}), {env['ram']} RAM, shared with other "
         f"work (noisy; medians of {args.repeat} interleaved runs). {env['tshark']}. "
         f"Python {env['python']}. Generator seed {args.seed}, fingerprint {env['generator']}. "
-        f"Load average (1 min) at start {env['load_start']}, at end {os.getloadavg()[0]:.1f}.",
+        f"Load average (1 min) at start {env['load_start']}, at end {os.getloadavg()[0]:.1f}. "
+        f"run.py's own peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
+        "MiB (a floor: a child's ru_maxrss starts from its parent's peak).",
         "",
     ]
     streams = [r for r in results if r.streams]
