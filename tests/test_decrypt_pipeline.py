@@ -369,3 +369,39 @@ def test_no_output_holds_the_decrypted_password(e, monkeypatch, tmp_path, capsys
     for text in (out_json.read_text(), out_html.read_text(), printed.out, printed.err, caplog.text):
         assert password not in text
         assert obfuscated.hex() not in text
+
+
+def test_a_lost_client_hello_says_handshake_missing(tshark, tmp_path):
+    """Without the ClientHello the session's secrets cannot be looked up, whatever the key log
+    holds: that connection says handshake_missing, the other still decrypts."""
+    editcap = str(Path(tshark).with_name("editcap"))
+    hello = subprocess.run(
+        [tshark, "-r", str(REDIRECT), "-Y", "tls.handshake.type == 1", "-T", "fields",
+         "-e", "frame.number"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()[0]  # fmt: skip
+    cut = tmp_path / "no_client_hello.pcap"
+    subprocess.run([editcap, str(REDIRECT), str(cut), hello], check=True, capture_output=True)
+    a = analyze(cut, keylog=REDIRECT_KEYS)
+    reasons = [[u.reason for u in c.decryption.undecrypted] for c in a.connections]
+    assert reasons == [["handshake_missing"], []]
+    assert a.connections[0].login is None and a.connections[1].login.decrypted
+
+
+# -- the record hook itself -------------------------------------------------------------------
+
+
+def test_the_tls_record_hook_sees_every_record_in_order():
+    """Every content type reaches the hook with its header fields and frames, before the
+    dissector's own events; without a hook the dissector works as before."""
+    from tdslens.dissectors.session import TdsDirection
+
+    records = [(22, b"\x01\x00\x00\x00"), (20, b"\x01"), (21, b"\x02\x28"), (23, b"secret")]
+    wire = b"".join(bytes([t]) + b"\x03\x03" + len(f).to_bytes(2, "big") + f for t, f in records)
+    seen: list[tuple] = []
+    hooked = TdsDirection(from_client=True, on_tls_record=lambda *r: seen.append(r))
+    plain = TdsDirection(from_client=True)
+    events = hooked.feed(wire, 7)
+    assert [(s[1], s[3]) for s in seen] == records
+    assert all(s[0] is True and s[2] == 0x0303 and s[4] == (7,) for s in seen)
+    assert [type(e) for e in events] == [type(e) for e in plain.feed(wire, 7)]

@@ -349,7 +349,10 @@ class ConnectionDissector:
             version=None if dec.version is None else tls_version_name(dec.version),
             cipher_suite=dec.suite_name,
             records_decrypted=self._decrypted,
-            undecrypted=list(self._undecrypted.values()),
+            undecrypted=[
+                UndecryptedFacts(u.reason, u.detail, u.records, sorted(u.frames))
+                for u in self._undecrypted.values()
+            ],
         )
 
     # -- folding protocol events into facts and phases ---------------------------------------
