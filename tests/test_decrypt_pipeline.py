@@ -405,3 +405,14 @@ def test_the_tls_record_hook_sees_every_record_in_order():
     assert [(s[1], s[3]) for s in seen] == records
     assert all(s[0] is True and s[2] == 0x0303 and s[4] == (7,) for s in seen)
     assert [type(e) for e in events] == [type(e) for e in plain.feed(wire, 7)]
+
+
+def test_tls13_certificate_is_read_from_the_decrypted_handshake():
+    """TLS 1.3 hides the server certificate; with the key log it is shown as TLS 1.2 shows it."""
+    capture = SAMPLES / "strict_redirect__tedious.pcap"
+    assert all(c.tls.certificate_subject is None for c in analyze(capture).connections)
+    a = analyze(capture, keylog=SAMPLES / "strict_redirect__tedious.keys")
+    for c in a.connections:
+        assert c.tls.version == "TLS 1.3"
+        assert c.tls.certificate_subject == "CN=tdslens-lab.database.windows.net"
+        assert c.tls.sni in c.tls.certificate_san

@@ -50,8 +50,10 @@ from tdslens.dissectors.tds import (
     looks_like_tds8,
     tls_record_plausible,
 )
+from tdslens.dissectors.tls import parse_certificate
 from tdslens.dissectors.tls_decrypt import (
     APPLICATION_DATA,
+    TLS1_3,
     CannotDecrypt,
     DecryptedAlert,
     DecryptedData,
@@ -65,6 +67,7 @@ SNIFF_BYTES = 512  # client bytes kept to decide whether a stream is TDS
 RECENT_FRAMES = 256  # frame → time entries kept per connection, to time events
 TLS_HANDSHAKE_RECORD = 22  # TLS content type of handshake records
 CLOSE_NOTIFY = 0  # TLS alert description
+TLS_CERTIFICATE = 11  # TLS handshake message type
 
 TLS_VERSIONS = {
     0x0300: "SSL 3.0",
@@ -317,6 +320,8 @@ class ConnectionDissector:
                 self._fold_decrypted(self._inner[side].feed(r.data, r.frames[-1]), side)
             elif isinstance(r, DecryptedHandshake):
                 self._decrypted += 1
+                if r.msg_type == TLS_CERTIFICATE and not side:
+                    self._tls13_certificate(r.body)
                 self._mark(PhaseName.TLS, r.frames, inferred=False)
             elif isinstance(r, DecryptedAlert):
                 self._decrypted += 1
@@ -325,6 +330,24 @@ class ConnectionDissector:
                 self._mark(PhaseName.TLS, r.frames, inferred=False)
             elif isinstance(r, CannotDecrypt):
                 self._cannot(r)
+
+    def _tls13_certificate(self, body: bytes) -> None:
+        """TLS 1.3 encrypts the server certificate; decrypted, it fills the facts TLS 1.2 shows
+        in clear. RFC 8446 4.4.2: context, then entries of (cert_data, extensions)."""
+        assert self._decryptor is not None
+        tls = self._tls()
+        if self._decryptor.version != TLS1_3 or tls.certificate_subject is not None:
+            return
+        pos = 1 + body[0] + 3 if body else 0
+        n = int.from_bytes(body[pos : pos + 3], "big")
+        der = body[pos + 3 : pos + 3 + n]
+        if not n or len(der) != n:
+            return  # a short or empty certificate message: nothing to show
+        leaf = parse_certificate((n + 3).to_bytes(3, "big") + n.to_bytes(3, "big") + der)
+        tls.certificate_subject = leaf["subject"]
+        tls.certificate_issuer = leaf["issuer"]
+        tls.certificate_san = list(leaf["san"])
+        tls.certificate_not_after = leaf["not_after"]
 
     def _cannot(self, r: CannotDecrypt) -> None:
         """Collapse per reason; a hole in plaintext already flowing is a gap for the inner TDS."""
