@@ -280,7 +280,7 @@ def test_analyzer_failure_becomes_an_error_row(
     real = analysis.analyze
 
     def flaky(path):  # the pool forks after this patch, so workers see it
-        if "boom" in str(path):
+        if Path(path).name == "boom.pcap":
             raise ValueError("synthetic analyzer bug")
         return real(path)
 
@@ -294,6 +294,31 @@ def test_analyzer_failure_becomes_an_error_row(
     assert rows["boom.pcap"]["status"] == "error"
     assert "analyzer failed: ValueError: synthetic analyzer bug" in rows["boom.pcap"]["reason"]
     assert rows["fine.pcap"]["status"] == "ok"
+
+
+def test_a_worker_that_dies_takes_only_its_capture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tdslens.analyzer.analysis as analysis
+
+    real = analysis.analyze
+
+    def deadly(path):  # a crash no Python handler sees (e.g. a segfault, the OOM killer)
+        if Path(path).name == "kaboom.pcap":
+            os._exit(1)
+        return real(path)
+
+    monkeypatch.setattr(analysis, "analyze", deadly)
+    tree = tmp_path / "in"
+    tree.mkdir()
+    (tree / "kaboom.pcap").write_bytes(sample(GOOD[0]))
+    for i in range(4):
+        (tree / f"fine{i}.pcap").write_bytes(sample(GOOD[i]))
+    result = scan([str(tree)], tmp_path / "out", ScanOptions(workers=2))
+    rows = {Path(r["capture"]).name: r for r in result.rows}
+    assert rows["kaboom.pcap"]["status"] == "error"
+    assert "worker process died" in rows["kaboom.pcap"]["reason"]
+    assert [rows[f"fine{i}.pcap"]["status"] for i in range(4)] == ["ok"] * 4
 
 
 def test_ctrl_c_stops_and_keeps_what_is_done(tmp_path: Path) -> None:

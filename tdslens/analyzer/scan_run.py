@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,18 +303,21 @@ class LocalRunner:
     """A process pool on this machine (all cores by default).
 
     Workers ignore SIGINT: Ctrl-C reaches the scanner, which stops them itself and keeps what
-    is done. A worker that dies outright (killed, out of memory) breaks the pool: the captures
-    in flight then become error rows and a fresh pool takes the rest.
+    is done. A worker that dies outright (killed, out of memory, a crash in a library) breaks
+    the whole pool, and the pool cannot say which capture did it: every capture that was in
+    flight is then run again alone, in a pool of its own, and only the one that kills that
+    pool too becomes an error row. A fresh pool takes the rest.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         _import_analyzer()  # before the fork: workers start with it imported
-        self.pool = self._new_pool()
+        self.pool = self._new_pool(workers)
         self.futures: dict[Future[JobResult], Job] = {}
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, initializer=_ignore_sigint)
+    @staticmethod
+    def _new_pool(workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
 
     def submit(self, job: Job) -> None:
         self.futures[self.pool.submit(run_job, job)] = job
@@ -324,25 +327,39 @@ class LocalRunner:
 
     def next_done(self) -> list[JobResult]:
         done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
-        out = []
-        broken = False
+        out: list[JobResult] = []
+        suspects: list[Job] = []
         for fut in done:
-            job = self.futures.pop(fut)
-            try:
-                out.append(fut.result())
-            except BrokenProcessPool:
-                broken = True
-                out.append(_lost(job, "worker process died while analysing it"))
-            except Exception as exc:  # pickling trouble or the like: still one capture's row
-                out.append(_lost(job, f"worker error: {type(exc).__name__}: {exc}"))
-        if broken:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
+            self._settle(fut, self.futures.pop(fut), out, suspects)
+        if suspects:
+            self.pool.shutdown(wait=True, cancel_futures=True)  # sets every other future
             for fut, job in list(self.futures.items()):
-                if fut.done() or not fut.running():
-                    del self.futures[fut]
-                    self.submit(job)
+                self._settle(fut, job, out, suspects)
+            self.futures.clear()
+            self.pool = self._new_pool(self.workers)
+            out.extend(self._alone(job) for job in suspects)
         return out
+
+    @staticmethod
+    def _settle(
+        fut: Future[JobResult], job: Job, out: list[JobResult], suspects: list[Job]
+    ) -> None:
+        try:
+            out.append(fut.result())
+        except (BrokenProcessPool, CancelledError):
+            suspects.append(job)
+        except Exception as exc:  # pickling trouble or the like: still one capture's row
+            out.append(_lost(job, f"worker error: {type(exc).__name__}: {exc}"))
+
+    def _alone(self, job: Job) -> JobResult:
+        """Run one capture in a pool of its own: if the process dies, this capture did it."""
+        pool = self._new_pool(1)
+        try:
+            return pool.submit(run_job, job).result()
+        except BrokenProcessPool:
+            return _lost(job, "worker process died while analysing it (crash or killed)")
+        finally:
+            pool.shutdown(wait=True)
 
     def stop(self) -> None:
         """Ctrl-C: drop queued work and end the pool's processes (ours) now."""
