@@ -106,7 +106,7 @@ def run_job(job: Job) -> JobResult:
         from tdslens.analyzer.frames import CaptureError
 
         if isinstance(exc, CaptureError):
-            reason = f"unreadable capture: {exc}"
+            reason = f"unreadable capture: {str(exc).removeprefix(job.path + ': ')}"
         elif isinstance(exc, OSError):
             reason = f"cannot read: {exc.strerror or exc}"
         else:

@@ -95,6 +95,7 @@ def render_index(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         height=len(lanes) * TIMELINE_ROW + 30,
         row_h=TIMELINE_ROW,
         fmt_size=_fmt_size,
+        short_time=_short_time,
     )
 
 
@@ -137,6 +138,11 @@ def _time(ns: int | None) -> str:
     if ns is None:
         return ""
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _short_time(iso: str | None) -> str:
+    """``2026-11-23T10:29:45.329197000Z`` -> ``2026-11-23 10:29:45.329`` (sorts the same)."""
+    return iso[:23].replace("T", " ") if iso else ""
 
 
 def _fmt_size(n: int | None) -> str:
