@@ -22,8 +22,10 @@ numbering stays right if the pair is used again.
 Speed: the per-packet loop is plain Python over lists made from numpy columns, with the common
 cases (pure ACK, in-order data) inline and everything rare in methods. Grouping packets by
 address pair happens per batch with numpy, so dictionaries are touched once per pair per batch.
-Connections that exist at a batch's start and stay uneventful skip most of the loop
-(`tcp_fastlane`); both paths give identical events (tests/test_tcp_fastlane.py).
+Runs of uneventful packets (most of a capture) are added at once when the loop meets their
+first row (`tcp_fastlane`), and `Payload` events are built only for connections a consumer
+subscribed to (`payloads`); both paths give identical events (tests/test_tcp_fastlane.py,
+tests/test_fast_path.py). docs/performance.md has the measurements.
 
 Unanswered attempts idle for `idle_ns` are summarised and dropped too (a later packet of the
 pair continues the same stream index, with `continued` set). Established connections are never
@@ -323,11 +325,15 @@ class TcpEngine:
             rp = tcp_fastlane.plan(
                 flows, group, src_is_a, seq, ack, flags, window, p_off, p_len, p_wire
             )
+        # The loop visits rows in frame order: slow rows and the first row of each run up
+        # front; a run's other rows join (heap `extra`) only if `take` refuses the run, or for
+        # their Payload when the connection has a subscriber. kinds: 0 per-packet path,
+        # 1 Payload of a taken run, 2 first row of a run.
         if rp is None:
             visit = list(range(len(group)))
             kinds = [0] * len(group)
-        else:  # rows inside runs are not visited unless `take` refuses the run or a
-            visit = np.flatnonzero(rp.kind != 1).tolist()  # subscriber wants bytes
+        else:
+            visit = np.flatnonzero(rp.kind != tcp_fastlane.IN_RUN).tolist()
             kinds = rp.kind.tolist()
         group_l, sa_l = group.tolist(), src_is_a.tolist()
         number_l, ts_l = number.tolist(), ts_ns.tolist()
