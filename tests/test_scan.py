@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,6 +229,11 @@ def test_resume_skips_up_to_date_and_force_redoes(tmp_path: Path) -> None:
     assert (again.ok, again.cached) == (0, 3)
     assert (out / "index.html").read_text().count('<tr class="cached">') == 3
     pd.testing.assert_frame_equal(pd.read_parquet(out / "connections.parquet"), connections_before)
+    inside = scan([str(tree)], tree / "scan-out", ScanOptions(workers=1))
+    assert (inside.ok, inside.skipped) == (3, 0)  # OUTDIR inside the tree is not scanned
+    inside = scan([str(tree)], tree / "scan-out", ScanOptions(workers=1))
+    assert (inside.cached, inside.skipped) == (3, 0)
+    shutil.rmtree(tree / "scan-out")
     (tree / GOOD[0]).write_bytes(sample("redirect_refused__tsql.pcap"))  # new content
     changed = scan([str(tree)], out, ScanOptions(workers=2))
     assert (changed.ok, changed.cached) == (1, 2)
@@ -396,3 +402,19 @@ def test_report_ids_are_safe_and_stable() -> None:
     assert "/" not in rid and "\\" not in rid
     assert rid == report_id("in/evil.zip!../../x y.pcap")
     assert not rid.startswith(".")
+
+
+def test_survey_counts_plain_captures_and_flags_archives(tmp_path: Path) -> None:
+    from tdslens.analyzer.scan import survey
+    from tdslens.analyzer.scan_sources import Limits
+
+    (tmp_path / "a.pcap").write_bytes(sample(GOOD[0]))
+    (tmp_path / "b.txt").write_text("x")
+    assert survey([str(tmp_path)], tmp_path / "o" / ".spool", Limits()) == (
+        1,
+        len(sample(GOOD[0])),
+        True,
+    )
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as z:
+        z.writestr("d.pcap", sample(GOOD[1]))
+    assert survey([str(tmp_path)], tmp_path / "o" / ".spool", Limits())[::2] == (1, False)

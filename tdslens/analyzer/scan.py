@@ -31,7 +31,7 @@ from tdslens.analyzer.scan_run import (
     LocalRunner,
     report_paths,
 )
-from tdslens.analyzer.scan_sources import Limits, ScanItem, iter_items
+from tdslens.analyzer.scan_sources import ARCHIVE, Limits, ScanItem, iter_items
 
 SPOOL = ".spool"
 
@@ -98,7 +98,9 @@ def scan(
                 _unlink(spooled.pop(r.report_id))
             progress.done(r.size)
 
+    inputs = list(inputs)
     try:
+        progress.expect(*survey(inputs, spool, options.limits))
         for item in iter_items(inputs, spool, options.limits):
             if item.skipped is not None:
                 result.rows.append(_skipped_row(item))
@@ -124,6 +126,23 @@ def scan(
     result.seconds = time.monotonic() - started
     write_outputs(result)
     return result
+
+
+def survey(inputs: list[str], spool: Path, limits: Limits) -> tuple[int, int, bool]:
+    """Captures and bytes to expect, for the progress bar; False when archives hide more.
+
+    Only when stderr is a terminal would anyone see it, but it is cheap: magic bytes only,
+    archives are not opened.
+    """
+    files = size = 0
+    exact = True
+    for item in iter_items(inputs, spool, limits, survey=True):
+        if item.skipped == ARCHIVE:
+            exact = False
+        elif item.skipped is None:
+            files += 1
+            size += item.size
+    return files, size, exact
 
 
 def report_id(display: str) -> str:
@@ -248,6 +267,12 @@ class Progress:
         self.bytes_total = self.bytes_done = 0
         self.complete_list = False
         self.last_draw = 0.0
+        self.expected = self.expected_bytes = 0
+        self.exact = False
+
+    def expect(self, files: int, size: int, exact: bool) -> None:
+        """What a quick survey found: plain captures are counted, archive members are not."""
+        self.expected, self.expected_bytes, self.exact = files, size, exact
 
     def found(self, size: int) -> None:
         self.total += 1
@@ -264,18 +289,21 @@ class Progress:
         self._draw()
 
     def line(self) -> str:
-        frac = self.bytes_done / self.bytes_total if self.bytes_total else 0.0
+        total = max(self.total, self.expected)
+        bytes_total = max(self.bytes_total, self.expected_bytes)
+        known = self.complete_list or self.exact
+        frac = self.bytes_done / bytes_total if bytes_total else 0.0
         bar = "#" * int(frac * 24)
         elapsed = self.clock() - self.start
         eta = "?"
-        if self.complete_list and self.bytes_done and frac < 1:
+        if known and self.bytes_done and frac < 1:
             eta = _clock_text(elapsed / frac - elapsed)
-        elif frac >= 1 and self.complete_list:
+        elif frac >= 1 and known:
             eta = "0:00"
-        more = "" if self.complete_list else "+"
+        more = "" if known else "+"
         return (
-            f"[{bar:<24}] {self.files_done}/{self.total}{more} files  "
-            f"{_mb(self.bytes_done)}/{_mb(self.bytes_total)} MB  ETA {eta}"
+            f"[{bar:<24}] {self.files_done}/{total}{more} files  "
+            f"{_mb(self.bytes_done)}/{_mb(bytes_total)} MB  ETA {eta}"
         )
 
     def _draw(self, force: bool = False) -> None:

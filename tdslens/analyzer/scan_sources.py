@@ -44,6 +44,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 SNIFF_BYTES = 512  # a tar header is 512 bytes; "ustar" sits at offset 257
 COPY_CHUNK = 1 << 20
+ARCHIVE = "archive (survey only)"
 STOPPED_AT_BOMB = "rest of the archive not read: it follows a member over the decompression limits"
 # Ratios are judged only once this much has come out: tiny members compress absurdly well.
 RATIO_GRACE_BYTES = 1 << 20
@@ -116,11 +117,15 @@ def unsafe_member_name(name: str) -> str | None:
     return None
 
 
-def iter_items(inputs: Iterable[str], spool_dir: Path, limits: Limits) -> Iterator[ScanItem]:
+def iter_items(
+    inputs: Iterable[str], spool_dir: Path, limits: Limits, survey: bool = False
+) -> Iterator[ScanItem]:
     """Every capture (or skipped file) under ``inputs``, each real file once, in a stable order.
 
     Globs are expanded here, so ``'captures/**/*.pcap'`` works even when the shell did not.
     Archive members are spooled lazily, one at a time, as the caller asks for the next item.
+    ``survey``: a quick pass for the progress bar: archives are not opened but yielded whole,
+    with ``skipped=ARCHIVE``.
     """
     seen: set[str] = set()
     for arg in inputs:
@@ -129,30 +134,33 @@ def iter_items(inputs: Iterable[str], spool_dir: Path, limits: Limits) -> Iterat
             if not matches:
                 yield ScanItem(arg, None, 0, skipped="no file matches this pattern")
             for m in matches:
-                yield from _from_path(m, Path(m), seen, spool_dir, limits)
+                yield from _from_path(m, Path(m), seen, spool_dir, limits, survey)
         else:
-            yield from _from_path(arg, Path(arg), seen, spool_dir, limits)
+            yield from _from_path(arg, Path(arg), seen, spool_dir, limits, survey)
 
 
 def _from_path(
-    display: str, path: Path, seen: set[str], spool_dir: Path, limits: Limits
+    display: str, path: Path, seen: set[str], spool_dir: Path, limits: Limits, survey: bool
 ) -> Iterator[ScanItem]:
     if not path.exists():
         yield ScanItem(display, None, 0, skipped="no such file or folder")
     elif path.is_dir():
-        yield from _walk(path, seen, spool_dir, limits)
+        yield from _walk(path, seen, spool_dir, limits, survey)
     else:
-        yield from _from_file(display, path, seen, spool_dir, limits)
+        yield from _from_file(display, path, seen, spool_dir, limits, survey)
 
 
-def _walk(root: Path, seen: set[str], spool_dir: Path, limits: Limits) -> Iterator[ScanItem]:
+def _walk(
+    root: Path, seen: set[str], spool_dir: Path, limits: Limits, survey: bool
+) -> Iterator[ScanItem]:
     """Recursive, sorted, never following a symlink out of ``root`` (nor into folders at all)."""
     real_root = os.path.realpath(root)
-    spool_real = os.path.realpath(spool_dir)
+    outdir_real = os.path.dirname(os.path.realpath(spool_dir))
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
-        if os.path.realpath(dirpath).startswith(spool_real):
-            dirnames.clear()  # OUTDIR inside the scanned folder: never rescan our own copies
+        real = os.path.realpath(dirpath)
+        if real == outdir_real or real.startswith(outdir_real + os.sep):
+            dirnames.clear()  # OUTDIR inside the scanned folder: never scan our own outputs
             continue
         for name in [
             *sorted(filenames),
@@ -168,11 +176,11 @@ def _walk(root: Path, seen: set[str], spool_dir: Path, limits: Limits) -> Iterat
                     continue
                 if os.path.isdir(target):
                     continue  # a folder inside the tree: scanned at its real place
-            yield from _from_file(str(p), p, seen, spool_dir, limits)
+            yield from _from_file(str(p), p, seen, spool_dir, limits, survey)
 
 
 def _from_file(
-    display: str, path: Path, seen: set[str], spool_dir: Path, limits: Limits
+    display: str, path: Path, seen: set[str], spool_dir: Path, limits: Limits, survey: bool
 ) -> Iterator[ScanItem]:
     real = os.path.realpath(path)
     if real in seen:
@@ -190,6 +198,8 @@ def _from_file(
         kind = {"capture": "capture", "tar": "tgz"}.get(sniff_gzip(head) or "")
     if kind == "capture":
         yield ScanItem(display, str(path), size)
+    elif survey and kind in ("zip", "tar", "tgz"):
+        yield ScanItem(display, None, size, skipped=ARCHIVE)
     elif kind == "zip":
         yield from _zip_members(display, path, spool_dir, limits)
     elif kind in ("tar", "tgz"):
