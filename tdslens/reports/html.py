@@ -154,6 +154,7 @@ def render_html_document(doc: dict[str, Any]) -> str:
         dns_rows=doc["dns"][:MAX_DNS_ROWS],
         dns_cut=max(0, len(doc["dns"]) - MAX_DNS_ROWS),
         redirects=doc.get("redirects") or [],
+        decryption_rows=[c for c in conns if c.get("decryption")][:MAX_ATTEMPT_ROWS],
         attempts=(doc.get("attempts") or [])[:MAX_ATTEMPT_ROWS],
         attempts_cut=max(0, len(doc.get("attempts") or []) - MAX_ATTEMPT_ROWS),
         outcome_text=OUTCOME_TEXT,
