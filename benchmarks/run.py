@@ -419,7 +419,7 @@ HEADER = (
 
 
 def report(results: list[SizeResult], args: argparse.Namespace, env: dict[str, str]) -> str:
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = env["started"]  # the heading identifies this run across its partial writes
     lines = [
         f"## {now} - tdslens {env['commit']}",
         "",
@@ -523,15 +523,29 @@ Latest run first; earlier runs below it.
 SEPARATOR = "\n<!-- run -->\n"
 
 
-def earlier_runs() -> list[str]:
-    if not RESULTS.exists():
-        return []
-    return [s.strip() + "\n" for s in RESULTS.read_text().split(SEPARATOR)[1:] if s.strip()]
+def split_results(text: str) -> tuple[list[str], str]:
+    """The run sections of RESULTS.md, and the rest: sections other scripts own (headings not
+    starting with a date, e.g. scan_bench.py's) are kept verbatim at the end."""
+    lines = text.splitlines(keepends=True)
+    cut = next(
+        (i for i, ln in enumerate(lines) if ln.startswith("## ") and not ln.startswith("## 20")),
+        len(lines),
+    )
+    body, tail = "".join(lines[:cut]), "".join(lines[cut:])
+    runs = [r.strip() + "\n" for r in body.split(SEPARATOR)[1:] if r.strip()]
+    return runs, tail
 
 
-def write_results(section: str, old: list[str]) -> None:
-    runs = [section, *old][:MAX_RUNS_KEPT]
-    RESULTS.write_text(PREAMBLE + "".join(SEPARATOR + r for r in runs))
+def write_results(section: str) -> None:
+    """Put this run first; re-read the file each time so concurrent edits by others survive."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    runs, tail = split_results(text)
+    heading = section.splitlines()[0]
+    runs = [r for r in runs if r.splitlines()[0] != heading]  # our own partial write
+    out = PREAMBLE + "".join(SEPARATOR + r for r in [section, *runs][:MAX_RUNS_KEPT])
+    if tail:
+        out += "\n" + tail
+    RESULTS.write_text(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     can_analyze = has_subcommand(cmd, "analyze")
     env = machine() | {
         "load_start": f"{os.getloadavg()[0]:.1f}",
+        "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "tshark": tshark_version(args.tshark),
         "commit": git_commit(),
         "generator": generator_fingerprint(),
@@ -567,7 +582,6 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    old = earlier_runs()
     analyze_sizes = args.analyze_sizes.split(",") if args.analyze_sizes else None
     results = []
     for label in [s.strip() for s in args.sizes.split(",") if s.strip()]:
@@ -580,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         results.append(res)
         if not args.no_write:  # after every size, so a long run interrupted still leaves data
-            write_results(report(results, args, env), old)
+            write_results(report(results, args, env))
     section = report(results, args, env)
     print()
     print(section)
