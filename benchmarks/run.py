@@ -99,7 +99,7 @@ class Measure:
         return bool(self.samples) and all(self.succeeded(s) for s in self.samples)
 
     def succeeded(self, s: Sample) -> bool:
-        # `tdslens analyze` exits 1 when it has error findings, and also on an internal error.
+        # `tdslens analyze` exits 1 when it has error findings (3 is an internal error).
         return s.returncode in self.accept and "internal error" not in s.stderr
 
     @property

@@ -104,3 +104,17 @@ def test_redact_reaches_every_output(tmp_path):
     for text in outputs:
         for secret in secrets:
             assert secret not in text
+
+
+def test_a_bug_of_ours_exits_3_in_one_line(monkeypatch, capsys):
+    """Exit 1 means "the capture shows an error"; our own failure must not look like that."""
+    import tdslens.analyzer.analysis as analysis_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(analysis_module, "analyze", broken)
+    assert main(["analyze", str(SAMPLES / "proxy_ok__pytds.pcap")]) == 3
+    err = capsys.readouterr().err
+    assert "internal error" in err and "simulated bug" in err
+    assert "Traceback" not in err and err.count("\n") == 1

@@ -4,8 +4,10 @@ Each subcommand is one `_cmd_*` function registered in `_build_parser`, so `anal
 `scan` slot in beside `streams` without touching the others.
 
 Exit codes: 0 success (even when the capture had damaged frames: they are reported on
-stderr, one line each, naming file and frame), 2 when a capture could not be read at all,
-1 for an internal error (a bug: reported in one line; `--debug` shows the traceback).
+stderr, one line each, naming file and frame); 1 (`analyze`) at least one error finding;
+2 when a capture could not be read at all; 3 for an internal error (a bug of ours: reported
+in one line; `--debug` shows the traceback). 1 and 3 differ so that a script can tell "the
+capture shows a failure" from "tdslens failed".
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tdslens.analyzer.tcp_events import ConnectionSummary, StreamEnd
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # analyze: at least one error finding
-EXIT_INTERNAL = 1
+EXIT_INTERNAL = 3
 EXIT_UNREADABLE = 2
 
 
