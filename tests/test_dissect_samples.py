@@ -44,6 +44,45 @@ def _dissect(path: Path) -> tuple[dict[int, list[ev.Event]], set[int]]:
     return by_frame, tls_first
 
 
+def _wireshark_server_name(tshark_value: str, login: ev.Login7) -> str:
+    """Wireshark 4.0's error, pinned: in TDS 7.4 LOGIN7, ibExtension/cbExtension (which it calls
+    "Unknown1") point to a 4-byte offset of the FeatureExt block (MS-TDS 2.2.6.4), and Wireshark
+    prints those 4 bytes as a second "Server name". We read FeatureExt through them instead."""
+    names = tshark_value.split(SEP)
+    if len(names) == 2:
+        assert len(names[1]) <= 2, "the extra value is the 4-byte pointer read as UTF-16"
+        assert login.features, "the pointer leads to the feature extensions we decoded"
+        return names[0]
+    return tshark_value
+
+
+_WORKER_FRAMES: dict[Path, set[int]] = {}
+SEP = "\x1f"  # joins repeated tshark fields: server names may hold commas (host,port)
+
+
+def _worker_frames(path: Path, tshark: str) -> set[int]:
+    """Frames on a redirect port (11000-11999), where only content tells TDS apart."""
+    if path not in _WORKER_FRAMES:
+        out = subprocess.run(
+            [
+                tshark,
+                "-r",
+                str(path),
+                "-Y",
+                "tcp.port >= 11000 && tcp.port <= 11999",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+        _WORKER_FRAMES[path] = {int(n) for n in out.split()}
+    return _WORKER_FRAMES[path]
+
+
 @pytest.mark.skipif(not PCAPS, reason="samples/pcaps holds no captures yet")
 @pytest.mark.parametrize("path", PCAPS, ids=[p.name for p in PCAPS])
 def test_sample_dissects_cleanly_and_agrees_with_tshark(path, tshark):
@@ -55,22 +94,47 @@ def test_sample_dissects_cleanly_and_agrees_with_tshark(path, tshark):
         if isinstance(e, ev.Malformed | ev.ProtocolViolation | ev.CannotContinue)
     ]
     assert problems == []
-    cmd = [tshark, "-o", "tcp.reassemble_out_of_order:TRUE", "-r", str(path), "-T", "fields"]
-    cmd += ["-e", "frame.number", "-e", "tds.type", "-e", "tds.envchange.type"]
+    # Worker legs (11000-11999) are TDS to us by content; tshark needs to be told (-d), and
+    # without it would compare nothing there.
+    cmd = [tshark, "-o", "tcp.reassemble_out_of_order:TRUE", "-d", "tcp.port==11000-11999,tds"]
+    cmd += ["-r", str(path), "-T", "fields", "-E", "occurrence=a", "-E", f"aggregator={SEP}"]
+    for field in (
+        "frame.number",
+        "tds.type",
+        "tds.envchange.type",
+        "tds.error.number",
+        "tds.7login.username",
+        "tds.7login.servername",
+        "tds.7login.appname",
+    ):
+        cmd += ["-e", field]
     out = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout
+    compared_worker_frames = 0
     for line in out.splitlines():
-        frame, types, envs = [*line.split("\t"), "", ""][:3]
+        frame, types, envs, errors, user, server, app = [*line.split("\t"), *[""] * 7][:7]
         if not types or int(frame) in tls_first:
             continue  # tshark's TDS 8.0 gap: TLS records misread as TDS packets
         es = ours.get(int(frame), [])
         got = [str(e.type) for e in es if isinstance(e, ev.TdsPacket)]
-        assert ",".join(got) == types, f"frame {frame}"
+        assert SEP.join(got) == types, f"frame {frame}"
         # ENVCHANGE types agree; for routing (20) tshark stops at the type, we decode the target.
         ours_envs = [
             str(20 if isinstance(e, ev.EnvChangeRouting) else e.type)
             for e in es
             if isinstance(e, ev.EnvChange | ev.EnvChangeRouting)
         ]
-        assert ",".join(ours_envs) == envs, f"frame {frame}"
+        assert SEP.join(ours_envs) == envs, f"frame {frame}"
         for r in (e for e in es if isinstance(e, ev.EnvChangeRouting)):
             assert r.protocol == 0 and 0 < r.port < 65536 and r.server
+        ours_errors = [str(e.number) for e in es if isinstance(e, ev.Error)]
+        assert SEP.join(ours_errors) == errors, f"frame {frame}"
+        logins = [e for e in es if isinstance(e, ev.Login7)]
+        if user or server or app:
+            [login] = logins
+            server = _wireshark_server_name(server, login)
+            assert (login.username, login.servername, login.appname) == (user, server, app)
+        compared_worker_frames += any(isinstance(e, ev.TdsPacket) for e in es) and int(
+            frame
+        ) in _worker_frames(path, tshark)
+    if "redirect_ok" in path.name or "redirect_cleartext" in path.name:
+        assert compared_worker_frames, "the worker leg was not compared with tshark"
