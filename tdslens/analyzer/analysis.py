@@ -6,7 +6,7 @@ of this file" without knowing how TCP events reach the TDS dissectors or where D
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -95,13 +95,18 @@ def keylog_problems(problems: Iterable[KeyLogProblem], capture: str) -> list[Cap
     return out
 
 
-def analyze(path: str | Path, keylog: KeyLogArg = None) -> Analysis:
+def analyze(
+    path: str | Path,
+    keylog: KeyLogArg = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Analysis:
     """Read the capture once and return what every connection in it did.
 
     ``keylog``: NSS key log file(s) (or a ``KeyLog``) to decrypt TLS with; the capture's own
     pcapng Decryption Secrets Blocks are used as well. Raises CaptureError when nothing can be
     read, OSError when a key log file cannot; damage later in the file is listed in
-    ``Analysis.problems`` and everything before it is analysed.
+    ``Analysis.problems`` and everything before it is analysed. ``progress(done, total)`` is
+    called after each batch with the file bytes read so far and the file size.
     """
     given = load_keylogs(keylog)
     pipe = CapturePipeline(path)
@@ -110,6 +115,8 @@ def analyze(path: str | Path, keylog: KeyLogArg = None) -> Analysis:
     records: list[ConnectionRecord] = []
     dns: list[DnsRecord] = []
     for batch in pipe.batches():
+        if progress is not None:
+            progress(pipe.reader.bytes_read, pipe.info.file_size)
         if batch.columns is not None:
             dns.extend(_dns_records(batch.columns))
         for event in batch.events:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from tdslens import __version__
@@ -127,7 +127,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(f"tdslens: {exc.filename or args.keylog}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_UNREADABLE
     try:
-        result = analyze(args.capture, keylog=keylog)
+        result = analyze(args.capture, keylog=keylog, progress=_progress_bar(args.capture))
     except CaptureError as exc:
         print(f"tdslens: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -143,11 +143,42 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tdslens.reports.terminal import render_text
 
-        sys.stdout.write(render_text(result))
+        sys.stdout.write(render_text(result, color=_wants_color(sys.stdout)))
     _write_reports(result, args)
     if any(f.severity is Severity.ERROR for f in result.findings):
         return EXIT_FINDINGS
     return EXIT_OK
+
+
+PROGRESS_MIN_BYTES = 20 << 20  # smaller captures finish before a bar would help
+
+
+def _progress_bar(path: str) -> Callable[[int, int], None] | None:
+    """A one-line progress bar on stderr, only when stderr is a terminal and the file is big."""
+    import os
+
+    try:
+        big = os.path.getsize(path) >= PROGRESS_MIN_BYTES
+    except OSError:
+        return None
+    if not (big and sys.stderr.isatty()):
+        return None
+
+    def show(done: int, total: int) -> None:
+        share = min(1.0, done / total) if total else 1.0
+        bar = "#" * int(share * 30)
+        end = "\n" if share >= 1.0 else ""
+        sys.stderr.write(f"\r{bar:<30} {share:4.0%} of {total / 1e6:,.0f} MB{end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def _wants_color(out: TextIO) -> bool:
+    """Colour for people at a terminal; plain text in pipes, files and for NO_COLOR users."""
+    import os
+
+    return out.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 def _write_reports(result: object, args: argparse.Namespace) -> None:

@@ -7,6 +7,8 @@ in Wireshark (`frame.number == N`, `tcp.stream eq N`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tdslens.analyzer.model import Analysis, ConnectionRecord, Phase, PhaseName, Severity
 
 PROTOCOL_NAMES = {
@@ -31,11 +33,17 @@ LADDERS_SHOWN = 50  # beyond this many TDS connections, only those named by find
 SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
-def render_text(analysis: Analysis) -> str:
-    """The whole analysis as text: verdict, findings, capture problems, then phase ladders."""
+# ANSI colours for a terminal: red errors, yellow warnings, cyan info, green OK verdicts.
+COLORS = {"error": "31;1", "warning": "33;1", "info": "36", "ok": "32;1", "failed": "31;1"}
+
+
+def render_text(analysis: Analysis, color: bool = False) -> str:
+    """The whole analysis as text: verdict, findings, capture problems, then phase ladders.
+    ``color`` adds ANSI colours to verdicts and severities (for a terminal, never a pipe)."""
+    paint = _painter(color)
     lines = [_capture_line(analysis)]
-    lines += _verdict_lines(analysis)
-    lines += _finding_lines(analysis)
+    lines += _verdict_lines(analysis, paint)
+    lines += _finding_lines(analysis, paint)
     lines += [f"  problem: frame {p.frame}: {p.message}" for p in analysis.problems]
     tds = [c for c in analysis.connections if c.protocol in ("tds", "tds8", "none")]
     others = [c for c in analysis.connections if c.protocol == "other"]
@@ -65,11 +73,20 @@ def render_text(analysis: Analysis) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _verdict_lines(a: Analysis) -> list[str]:
+def _painter(color: bool) -> Callable[[str, str], str]:
+    def paint(text: str, kind: str) -> str:
+        code = COLORS.get(kind)
+        return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
+
+    return paint
+
+
+def _verdict_lines(a: Analysis, paint: Callable[[str, str], str]) -> list[str]:
     """One line for the capture, then one per client attempt."""
     if a.verdict is None:
         return []
-    lines = [f"Verdict: {a.verdict.result.upper()}: {a.verdict.summary}"]
+    result = paint(a.verdict.result.upper(), a.verdict.result)
+    lines = [f"Verdict: {result}: {a.verdict.summary}"]
     for att in a.attempts:
         target = att.server_name or str(att.server)
         lines.append(
@@ -79,11 +96,12 @@ def _verdict_lines(a: Analysis) -> list[str]:
     return lines
 
 
-def _finding_lines(a: Analysis) -> list[str]:
+def _finding_lines(a: Analysis, paint: Callable[[str, str], str]) -> list[str]:
     lines: list[str] = []
     for f in sorted(a.findings, key=lambda f: SEVERITY_ORDER[f.severity]):
         lines.append("")
-        lines.append(f"[{f.severity.value.upper()}] {f.code}: {f.title}")
+        tag = paint(f"[{f.severity.value.upper()}]", f.severity.value)
+        lines.append(f"{tag} {f.code}: {f.title}")
         lines.append(f"    {f.detail}")
         lines.append(f"    What to do: {f.remedy}")
         where = []

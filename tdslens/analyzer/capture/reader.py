@@ -92,6 +92,11 @@ class CaptureReader:
             self._report_unsupported()
             self.source.close()
 
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file reading has got, against ``info.file_size``."""
+        return self.source.bytes_read
+
     def close(self) -> None:
         self.source.close()
 

@@ -101,6 +101,14 @@ class ChunkSource:
                 out.write(chunk)
         self.eof = True
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the file on disk consumed so far (compressed bytes for gzip): progress."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):  # closed at the end
+            return self.file_size
+
     def close(self) -> None:
         self._raw.close()
 
