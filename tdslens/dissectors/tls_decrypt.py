@@ -26,6 +26,7 @@ with a ``DecryptFailure`` reason. Plaintext is never put in a ``repr`` (it holds
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -300,15 +301,7 @@ class TlsDecryptor:
         hs = side.hs
         hs += plaintext
         side.hs_frames += [f for f in frames if f not in side.hs_frames]
-        while len(hs) >= 4:
-            length = int.from_bytes(hs[1:4], "big")
-            if length > HANDSHAKE_CAP:
-                hs.clear()
-                break
-            if len(hs) < 4 + length:
-                break
-            msg_type, body = hs[0], bytes(hs[4 : 4 + length])
-            del hs[: 4 + length]
+        for msg_type, body in _handshake_messages(hs):
             out.append(
                 DecryptedHandshake(
                     from_client=from_client, frames=tuple(side.hs_frames),
@@ -430,15 +423,7 @@ class TlsDecryptor:
     def _cleartext_handshake(self, from_client: bool, fragment: bytes) -> list[DecryptResult]:
         hs = self._sides[from_client].plain
         hs += fragment
-        while len(hs) >= 4:
-            length = int.from_bytes(hs[1:4], "big")
-            if length > HANDSHAKE_CAP:
-                hs.clear()
-                break
-            if len(hs) < 4 + length:
-                break
-            msg_type, body = hs[0], bytes(hs[4 : 4 + length])
-            del hs[: 4 + length]
+        for msg_type, body in _handshake_messages(hs):
             try:
                 if msg_type == CLIENT_HELLO and from_client:
                     self._client_hello(body)
@@ -621,3 +606,18 @@ def _extensions(r: _Reader) -> dict[int, bytes]:
         etype = int.from_bytes(exts.take(2), "big")
         out.setdefault(etype, exts.vec(2))
     return out
+
+
+def _handshake_messages(buf: bytearray) -> Iterator[tuple[int, bytes]]:
+    """Pop each complete handshake message (type, body) from the front of ``buf``, one at a time
+    so the caller can switch keys between messages; an over-long message empties the buffer."""
+    while len(buf) >= 4:
+        length = int.from_bytes(buf[1:4], "big")
+        if length > HANDSHAKE_CAP:
+            buf.clear()
+            return
+        if len(buf) < 4 + length:
+            return
+        msg_type, body = buf[0], bytes(buf[4 : 4 + length])
+        del buf[: 4 + length]
+        yield msg_type, body
