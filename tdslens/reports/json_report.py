@@ -74,13 +74,11 @@ def _iso_seconds(sec: int) -> str:
 def to_json(analysis: Analysis) -> dict[str, Any]:
     """The report document for one analysis (plain dicts/lists/str/int/bool/None only)."""
     roles = connection_roles(analysis)
-    routed = {
-        r.gateway for r in getattr(analysis, "redirects", None) or [] if hasattr(r, "gateway")
-    }
+    routed = {r.gateway for r in analysis.redirects}
     connections = [
         _connection(c, roles[c.stream], c.stream in routed) for c in analysis.connections
     ]
-    verdict = getattr(analysis, "verdict", None)
+    verdict = analysis.verdict
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "tdslens", "version": __version__},
@@ -89,16 +87,12 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
         "connections": connections,
         "dns": [_dns(d) for d in analysis.dns],
         "redacted": type(analysis).__name__ == "RedactedAnalysis",
-        "correlated": bool(getattr(analysis, "roles", None)) or verdict is not None,
+        "correlated": bool(analysis.roles) or verdict is not None,
         "verdict": plain(verdict),
     }
-    for name in ("redirects", "attempts"):
-        items = getattr(analysis, name, None)
-        if items is not None:
-            doc[name] = [plain(item) for item in items]
-    findings = getattr(analysis, "findings", None)
-    if findings is not None:
-        doc["findings"] = [_finding(f) for f in findings]
+    doc["redirects"] = [plain(r) for r in analysis.redirects]
+    doc["attempts"] = [plain(a) for a in analysis.attempts]
+    doc["findings"] = [_finding(f) for f in analysis.findings]
     return doc
 
 
@@ -133,14 +127,11 @@ def connection_roles(analysis: Analysis) -> dict[int, RoleView]:
     the two a role came from (``role_source``).
     """
     roles: dict[int, RoleView] = {}
-    for r in getattr(analysis, "roles", None) or []:
+    for r in analysis.roles:
         roles[r.stream] = RoleView(
-            str(_enum_value(r.role)),
-            "correlation",
-            getattr(r, "server_name", None),
-            getattr(r, "attempt", None),
-            [str(x) for x in getattr(r, "reasons", None) or []],
-        )
+            str(_enum_value(r.role)), "correlation", r.server_name, r.attempt,
+            [str(x) for x in r.reasons],
+        )  # fmt: skip
     for conn in analysis.connections:
         if conn.stream not in roles:
             roles[conn.stream] = RoleView(_port_role(conn), "port")
@@ -236,7 +227,7 @@ def _summary(a: Analysis, connections: list[dict[str, Any]]) -> dict[str, Any]:
         cell = by_role_outcome.setdefault(c["role"], {})
         cell[c["outcome"]] = cell.get(c["outcome"], 0) + 1
     severities: dict[str, int] = {}
-    for f in getattr(a, "findings", None) or []:
+    for f in a.findings:
         key = str(_enum_value(f.severity))
         severities[key] = severities.get(key, 0) + 1
     return {
@@ -323,7 +314,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
                 "mars": pre.mars,
                 "fedauth_required": pre.fedauth_required,
                 "frames": list(pre.frames),
-                "decrypted": getattr(pre, "decrypted", False),
+                "decrypted": pre.decrypted,
             },
         },
         "tls": None if c.tls is None else _tls(c),
@@ -343,7 +334,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
             "password_present": login.password_present,
             "features": list(login.features),
             "frame": login.frame,
-            "decrypted": getattr(login, "decrypted", False),
+            "decrypted": login.decrypted,
         },
         "response": None
         if resp is None
@@ -353,7 +344,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
             "program": resp.program,
             "database": resp.database,
             "packet_size": resp.packet_size,
-            "decrypted": getattr(resp, "decrypted", False),
+            "decrypted": resp.decrypted,
             "routing": None
             if resp.routing is None
             else {
@@ -361,7 +352,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
                 "port": resp.routing.port,
                 "protocol": resp.routing.protocol,
                 "frame": resp.routing.frame,
-                "decrypted": getattr(resp.routing, "decrypted", False),
+                "decrypted": resp.routing.decrypted,
             },
             "messages": [
                 {
@@ -379,7 +370,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
         "problems": [
             {"what": p.what, "detail": p.detail, "frames": list(p.frames)} for p in c.problems
         ],
-        "decryption": plain(getattr(c, "decryption", None)),
+        "decryption": plain(c.decryption),
     }
 
 
