@@ -33,6 +33,8 @@ def test_healthy_redirect_exits_0_and_says_so(tmp_path):
     assert first_lines[1].startswith("Verdict: OK")
     assert "[ERROR]" not in proc.stdout
     assert "redirected" in proc.stdout  # the gateway leg is not reported as stopped
+    # No key log was given: nothing may claim one was, or list TLS as "not decrypted".
+    assert "key log:" not in proc.stdout and "not decrypted" not in proc.stdout
     doc = json.loads(out_json.read_text())
     assert doc["schema_version"]
     assert out_html.read_text().lstrip().lower().startswith("<!doctype html>")

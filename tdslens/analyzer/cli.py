@@ -122,7 +122,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from tdslens.analyzer.model import Severity
 
     try:
-        keylog = load_keylogs(args.keylog)
+        # None, not an empty KeyLog, when no key log was named: an empty one means "a key log
+        # was given and holds nothing for these sessions", and every connection would say so.
+        keylog = load_keylogs(args.keylog) if args.keylog else None
     except OSError as exc:
         print(f"tdslens: {exc.filename or args.keylog}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_UNREADABLE
