@@ -38,14 +38,15 @@ def judge(ctx: Context) -> None:
     for i, f in enumerate(a.findings):
         for s in f.connections:
             by_stream[s].append(i)
+    roles = {x.stream: x.role for x in a.roles}  # built once: captures hold thousands
     for attempt in a.attempts:
         attempt.findings = sorted({i for s in attempt.connections for i in by_stream.get(s, [])})
-        attempt.verdict = _attempt_verdict(ctx, attempt)
+        attempt.verdict = _attempt_verdict(ctx, attempt, roles)
     a.verdict = _capture_verdict(a.attempts)
 
 
-def _last_try(ctx: Context, attempt: Attempt) -> ConnectionRecord:
-    roles = {x.stream: x.role for x in ctx.analysis.roles}
+def _last_try(ctx: Context, attempt: Attempt, roles: dict[int, Role]) -> ConnectionRecord:
+    """The attempt's last first-contact leg (not a second leg, not a non-SQL connection)."""
     firsts = [
         s
         for s in attempt.connections
@@ -54,8 +55,8 @@ def _last_try(ctx: Context, attempt: Attempt) -> ConnectionRecord:
     return ctx.by_stream[(firsts or attempt.connections)[-1]]
 
 
-def _attempt_verdict(ctx: Context, attempt: Attempt) -> Verdict:
-    last = _last_try(ctx, attempt)
+def _attempt_verdict(ctx: Context, attempt: Attempt, roles: dict[int, Role]) -> Verdict:
+    last = _last_try(ctx, attempt, roles)
     tries = f" after {attempt.tries} tries" if attempt.tries > 1 else ""
     if last.stream in ctx.gateway_of:
         red = ctx.analysis.redirects[ctx.gateway_of[last.stream]]
