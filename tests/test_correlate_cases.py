@@ -689,3 +689,132 @@ def test_lone_syn_at_the_end_of_the_capture_is_not_unreachable(tmp_path):
     a = write(tmp_path, _packets(Session(("10.0.0.2", 50000), GW, 0.0, syn="drop", syn_times=(0,))))
     assert errors(a) == []
     assert a.attempts[0].verdict.finding == "CAPTURE_INCOMPLETE"
+
+
+# -- one client, several attempts at once --------------------------------------------------------
+#
+# A pool opening connections, or an application running several logins in parallel: gateway
+# legs of one client wait for their second legs at the same time. The benchmark capture
+# (benchmarks/generate.py) holds such clients; these cases are the shapes that went wrong there.
+
+WK2 = ("10.0.2.21", 11077)
+WORKER2_NAME = "wk2.tr5.westeurope1-a.worker.database.windows.net"
+
+
+def by_gateway(a: Analysis) -> dict:
+    return {r.gateway: r for r in a.redirects}
+
+
+def test_concurrent_routing_tokens_to_one_worker_keep_their_order(tmp_path):
+    """Two routing tokens name the same worker and two legs go there: nothing on the wire says
+    which leg is whose. The earlier routing gets the earlier leg (the second leg's time is its
+    lookup when it made one), and both links say they are ambiguous, naming each other."""
+    route = clear_routed_gateway(WORKER_NAME, 11042)
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.010, route)),  # routed at 0.020
+        _packets(Session(("10.0.0.2", 50001), GW, 0.013, route)),  # routed at 0.023
+        _packets(Session(("10.0.0.2", 50002), WK, 0.030, encrypted_session(WORKER_NAME))),
+        _dns("10.0.0.2", WORKER_NAME, WK[0], 0.035),
+        _packets(Session(("10.0.0.2", 50003), WK, 0.040, encrypted_session(WORKER_NAME))),
+    )
+    links = by_gateway(a)
+    assert (links[0].second_legs, links[1].second_legs) == ([2], [3])
+    assert links[0].ambiguous and links[0].candidates == [1]
+    assert links[1].ambiguous and links[1].candidates == [0]
+    assert errors(a) == [] and [x.verdict.result for x in a.attempts] == ["ok", "ok"]
+
+
+def test_concurrent_encrypted_redirects_the_lookup_dates_a_second_leg(tmp_path):
+    """The first routed client resolves its worker (the lookup starts right after its
+    response) and so connects after the second one, which had its worker's address cached.
+    Ordered by when each client set out for its second leg, the links do not cross; both are
+    marked ambiguous, since port and SNI alone fit either gateway leg."""
+    gw2 = ("10.0.1.11", 1433)
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.010, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50001), gw2, 0.018, encrypted_gateway())),
+        _dns("10.0.0.2", WORKER_NAME, WK[0], 0.036),
+        _packets(Session(("10.0.0.2", 50002), WK2, 0.040, encrypted_session(WORKER2_NAME))),
+        _packets(Session(("10.0.0.2", 50003), WK, 0.046, encrypted_session(WORKER_NAME))),
+    )
+    links = by_gateway(a)
+    assert (links[0].second_legs, links[1].second_legs) == ([3], [2])
+    assert (links[0].target_host, links[1].target_host) == (WORKER_NAME, WORKER2_NAME)
+    assert all(r.ambiguous for r in a.redirects)
+    assert (links[0].candidates, links[1].candidates) == ([1], [0])
+
+
+def test_a_failed_lookup_follows_its_own_gateway_leg(tmp_path):
+    """The first gateway leg's worker does not resolve; a later gateway leg's second leg is
+    refused. The refused leg must not be pinned on the first gateway leg (whose failure is the
+    lookup), and a connection elsewhere right after the second response is not its leg either:
+    a redirect port beats timing."""
+    bad = "wk9.tr5.westeurope1-a.worker.database.windows.net"
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.010, encrypted_gateway())),
+        _dns("10.0.0.2", bad, None, 0.030),
+        _packets(Session(("10.0.0.2", 50001), GW, 0.250, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50002), ("10.0.7.7", 1433), 0.270, syn="drop")),
+        _packets(Session(("10.0.0.2", 50003), WK, 0.300, syn="reset")),
+    )
+    links = by_gateway(a)
+    assert (links[0].outcome, links[0].target_host, links[0].second_legs) == (
+        RedirectOutcome.DNS_FAILED,
+        bad,
+        [],
+    )
+    assert (links[1].outcome, links[1].second_legs) == (RedirectOutcome.REFUSED, [3])
+    assert not any(r.ambiguous for r in a.redirects)
+    assert 2 not in a.redirects[0].second_legs + a.redirects[1].second_legs
+
+
+def test_a_nat_link_never_takes_a_leg_its_own_client_explains(tmp_path):
+    """Client A's routing token names the worker client B goes to, but B has its own gateway
+    leg right before: B's leg is B's (same address), not A's across a NAT."""
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.010, clear_routed_gateway(WORKER_NAME, 11042))),
+        _packets(Session(("10.0.0.3", 50000), GW, 0.012, encrypted_gateway())),
+        _dns("10.0.0.3", WORKER_NAME, WK[0], 0.030),
+        _packets(Session(("10.0.0.3", 50001), WK, 0.032, encrypted_session(WORKER_NAME))),
+    )
+    links = by_gateway(a)
+    assert links[1].second_legs == [2] and links[1].outcome is RedirectOutcome.CONNECTED
+    assert links[0].second_legs == [] and not any("NAT" in why for why in links[0].reasons)
+
+
+def test_timing_alone_never_beats_a_redirect_port(tmp_path):
+    """Right after the encrypted response the client connects elsewhere (another application,
+    say), then to the worker: the worker leg is the second leg; the other connection is not."""
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.010, encrypted_gateway(sni=""))),
+        _packets(Session(("10.0.0.2", 50001), ("10.0.7.7", 6188), 0.030, syn="drop")),
+        _packets(Session(("10.0.0.2", 50002), WK, 0.040, encrypted_session(WORKER_NAME))),
+    )
+    (red,) = a.redirects
+    assert red.second_legs == [2] and red.outcome is RedirectOutcome.CONNECTED
+    assert not red.ambiguous
+    assert "REDIRECT_BLOCKED" not in errors(a) and a.attempts[0].verdict.result == "ok"
+
+
+def test_tls12_session_with_one_query_is_a_proxy_session_not_a_redirect(tmp_path):
+    """Up to TLS 1.2 an alert has its own record type, so two application-data records after
+    the login response are a query and its answer, not a TLS 1.3 close_notify pair: the session
+    stayed on the gateway, and the client's next connection is not its second leg."""
+    one_query = _tls_login(
+        GATEWAY_NAME,
+        tls_record(23, bytes(250)),
+        [(True, tls_record(23, bytes(90)), 0.001), (False, tls_record(23, bytes(400)), 0.002)],
+    )
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.0, one_query)),
+        _packets(Session(("10.0.0.2", 50001), ("10.0.5.5", 1433), 0.5, syn="drop")),
+    )
+    assert a.redirects == []
+    assert role(a, 0) is Role.PROXY
+    assert "PROXY_POLICY_IN_USE" in [f.code for f in a.findings]

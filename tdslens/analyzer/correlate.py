@@ -16,16 +16,20 @@ Two kinds of link, each with its reasons:
   (11000-11999, 14000-14999), to an address a DNS answer gave for a name looked up after that
   response, or with a TLS SNI naming an Azure worker.
 
-When several gateway legs of one client could own the same second leg, the earliest unpaired one
-gets it and the link says ``ambiguous`` with the other candidates.
+When several gateway legs of one client could own the same second leg (attempts at once), the
+one whose answer came last before the client set out for the leg gets it, crossing pairs are
+swapped back into time order, and both links say ``ambiguous`` with the other candidates: the
+wire does not tell, so tdslens says so rather than guess. A failed lookup of the target name is
+what follows a redirect that never got a second leg.
 Inferred links need the same client address on both legs; a routing token can also tie legs
-whose client address differs (NAT, capture point in between) when only one connection matches.
+whose client address differs (NAT, capture point in between) when only one connection matches
+and nothing from its own address explains it. Links by timing alone come last.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -105,7 +109,8 @@ def correlate(analysis: Analysis) -> Analysis:
 
 @dataclass(slots=True)
 class _Gateway:
-    """A leg that was (or looks) routed, waiting for its second legs."""
+    """A leg that was (or looks) routed, and what follows it: second legs, or a failed lookup
+    of the target's name."""
 
     conn: ConnectionRecord
     routed_ns: int  # when the routing (or the encrypted response) arrived
@@ -113,30 +118,51 @@ class _Gateway:
     evidence: LinkEvidence
     host: str | None
     port: int | None
-    reasons: list[str]
+    reasons: list[str]  # why this leg looks routed
     legs: list[ConnectionRecord] = field(default_factory=list)
+    link_reasons: list[str] = field(default_factory=list)  # why its first follow-up is its own
+    failed_lookup: r.DnsAnswer | None = None
     ambiguous: bool = False
     candidates: set[int] = field(default_factory=set)
+    passed_over: list[_PassedOver] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> bool:
+        """Nothing follows it yet, so it may take a first leg (or a failed lookup)."""
+        return not self.legs and self.failed_lookup is None
+
+
+@dataclass(slots=True)
+class _PassedOver:
+    """A first leg this gateway could have taken and `winner` got. Should this gateway later
+    take a leg the winner could have taken too, the two links are exchangeable."""
+
+    winner: _Gateway
+    leg: ConnectionRecord
+    why: list[str]  # why the leg would have been this gateway's
 
 
 def link_redirects(ctx: Context) -> list[Redirect]:
-    """Exact links first (they may claim legs an inference would also want), then inferred."""
+    """Four passes, strongest evidence first; each takes only what the ones before it left:
+    routing tokens on the same client address, inferred links on the same client address,
+    routing tokens across client addresses (NAT), and last the links by timing alone."""
     exact = [g for c in ctx.analysis.connections if (g := _routed_leg(c)) is not None]
+    routed = {g.conn.stream for g in exact}  # a leg with its own routing token is no second leg
     claimed: set[int] = set()
-    _pair(ctx, exact, claimed, _exact_match)
-    taken = claimed | {g.conn.stream for g in exact}
+    failed = _failed_lookups(ctx)
+    _pair(ctx, exact, claimed, routed, _exact_match, failed)
+    taken = claimed | routed
     shaped = [
         g
         for c in ctx.analysis.connections
         if c.stream not in taken and (g := _shaped_leg(ctx, c)) is not None
     ]
-    _pair(ctx, shaped, claimed, _inferred_match, same_client_only=True)
-    inferred = [
-        g
-        for g in shaped
-        if g.conn.stream not in claimed and (g.legs or _inferred_dns_failure(ctx, g))
-    ]
-    taken |= {g.conn.stream for g in inferred} | claimed
+    _pair(ctx, shaped, claimed, routed, _inferred_match, _unexplained(failed, exact))
+    _pair_across_nat(ctx, exact, claimed, routed)
+    alone = [g for g in shaped if g.waiting and g.conn.stream not in claimed]
+    _pair(ctx, alone, claimed, routed, _timing_match, weak=True)
+    inferred = [g for g in shaped if g.conn.stream not in claimed and not g.waiting]
+    taken = claimed | routed | {g.conn.stream for g in inferred}
     inferred += [
         g
         for c in ctx.analysis.connections
@@ -216,6 +242,7 @@ def _ignored_leg(ctx: Context, c: ConnectionRecord) -> _Gateway | None:
     )
 
 
+# What ties a first leg to a gateway leg: the reasons, or None when it cannot be its leg.
 Match = Callable[[Context, _Gateway, ConnectionRecord], list[str] | None]
 
 
@@ -235,12 +262,9 @@ def _exact_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str] | 
 
 
 def _inferred_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str] | None:
-    if c.server == g.conn.server:
-        return None  # back to the gateway: a retry, not a second leg
-    name = ctx.names.get(c.stream)
-    gateway_like = r.is_azure_name(name) and not r.is_worker_name(name)
-    if gateway_like and not r.in_redirect_range(c.server.port):
-        return None  # to an Azure SQL server's own name: another gateway, a new attempt
+    """Port, DNS or SNI say `c` goes to an Azure worker (or to a name looked up after g)."""
+    if _elsewhere(ctx, g, c):
+        return None
     why: list[str] = []
     if r.in_redirect_range(c.server.port):
         why.append(f"port {c.server.port} is in the Azure redirect ranges")
@@ -252,15 +276,29 @@ def _inferred_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str]
     sni = c.tls.sni if c.tls is not None else None
     if r.is_worker_name(sni):
         why.append(f"TLS SNI names an Azure worker ({sni})")
-    if not why and g.legs and c.server == g.legs[-1].server:
-        why.append("another try at the same second leg")
-    if not why and _right_after(g, c) and _is_next(ctx, g, c):
-        after = _ms(c.tcp.first_ts_ns - g.routed_ns)
-        why.append(
-            f"weak: only timing; the client's next connection, {after} after the response, "
-            f"to port {c.server.port} outside the redirect ranges"
-        )
     return why or None
+
+
+def _timing_match(ctx: Context, g: _Gateway, c: ConnectionRecord) -> list[str] | None:
+    """Weak: the client's very next connection, soon, on a port that may be a private-link
+    redirect's. Only tried once nothing stronger linked the gateway leg."""
+    if _elsewhere(ctx, g, c) or not _right_after(g, c) or not _is_next(ctx, g, c):
+        return None
+    after = _ms(c.tcp.first_ts_ns - g.routed_ns)
+    return [
+        f"weak: only timing; the client's next connection, {after} after the response, "
+        f"to port {c.server.port} outside the redirect ranges"
+    ]
+
+
+def _elsewhere(ctx: Context, g: _Gateway, c: ConnectionRecord) -> bool:
+    """`c` is a new first contact, not a second leg: back to the gateway itself (a retry), or
+    to an Azure SQL server's own name outside the redirect ports (another gateway)."""
+    if c.server == g.conn.server:
+        return True
+    name = ctx.names.get(c.stream)
+    gateway_like = r.is_azure_name(name) and not r.is_worker_name(name)
+    return gateway_like and not r.in_redirect_range(c.server.port)
 
 
 # Ports that are surely not a routed SQL endpoint: a timing-only link never goes there.
@@ -268,10 +306,9 @@ NOT_SQL_PORTS = frozenset({21, 22, 25, 53, 80, 88, 123, 135, 389, 443, 445, 636,
 
 
 def _right_after(g: _Gateway, c: ConnectionRecord) -> bool:
-    """The very next thing this client did, on a port that may be a private-link redirect."""
+    """Soon after the response, on a port that may be a private-link redirect, elsewhere."""
     return (
-        not g.legs
-        and c.server.port not in NOT_SQL_PORTS
+        c.server.port not in NOT_SQL_PORTS
         and c.server.address != g.conn.server.address
         and c.tcp.first_ts_ns - g.routed_ns <= TIMING.next_connection_s * NS
     )
@@ -298,51 +335,207 @@ def _looked_up_after(ctx: Context, c: ConnectionRecord, g: _Gateway) -> str | No
     return a.name
 
 
+def _failed_lookups(ctx: Context) -> list[r.DnsAnswer]:
+    """Lookups that failed: what follows a redirect whose target does not resolve, instead of
+    a second leg (unless the name resolves on a later try: see `_open_for`)."""
+    return [a for a in ctx.dns.answers if a.rcode > 0]
+
+
+def _unexplained(failed: list[r.DnsAnswer], exact: list[_Gateway]) -> list[r.DnsAnswer]:
+    """The failed lookups no routing token explains: each failure of a name a token named
+    (the first, and its repeats within the follow window) is that token's."""
+    window = TIMING.follow_window_s * NS
+    explained = [g.failed_lookup for g in exact if g.failed_lookup is not None]
+    return [
+        a
+        for a in failed
+        if not any(
+            (e.client, e.name) == (a.client, a.name) and 0 <= a.ts_ns - e.ts_ns <= window
+            for e in explained
+        )
+    ]
+
+
 def _pair(
     ctx: Context,
     gateways: list[_Gateway],
     claimed: set[int],
+    routed: set[int],
     match: Match,
-    same_client_only: bool = False,
+    lookups: list[r.DnsAnswer] | None = None,
+    weak: bool = False,
 ) -> None:
-    """Give each later connection to the gateway leg it follows (see module docstring)."""
-    exact = {g.conn.stream for g in gateways if g.evidence is LinkEvidence.ROUTING_TOKEN}
+    """Give the client's later connections (and failed lookups) to the gateway legs they follow.
+
+    In time order. A connection that fits a gateway leg still waiting is its first leg (see
+    `_take_first_leg` when several wait); otherwise one to the same endpoint as a gateway's last
+    try is a retry. `claimed` collects every connection given away; `routed` are the legs with
+    their own routing token, never someone's second leg. `weak` links are always ambiguous.
+    """
     by_client: dict[str, list[_Gateway]] = defaultdict(list)
-    by_port: dict[int | None, list[_Gateway]] = defaultdict(list)
     for g in sorted(gateways, key=lambda g: g.routed_ns):
         by_client[g.conn.client.address].append(g)
-        by_port[g.port].append(g)
+    pending = deque(sorted(lookups or [], key=lambda a: (a.ts_ns, a.frame)))
     for c in ctx.in_time_order():
-        if c.stream in claimed or c.stream in exact:
-            continue  # a leg with its own routing token is a gateway, not someone's second leg
-        fits = _fits(ctx, by_client.get(c.client.address, []), c, claimed, match)
-        if not fits and not same_client_only:
-            others = [g for g in by_port.get(c.server.port, []) if g.conn.client != c.client]
-            fits = _fits(ctx, others, c, claimed, match)
-            if len(fits) != 1:
-                continue  # other client addresses and several candidates: cannot tell
-            g, why = fits[0]
-            fits = [(g, [*why, f"client address differs ({c.client.address}): NAT?"])]
-        if not fits:
+        while pending and pending[0].ts_ns <= c.tcp.first_ts_ns:
+            _take_lookup(ctx, by_client, claimed, pending.popleft())
+        if c.stream in claimed or c.stream in routed:
             continue
-        fresh = [(g, why) for g, why in fits if not g.legs]
+        pool = _recent(by_client.get(c.client.address, []), c, claimed)
+        fresh = [
+            (g, why)
+            for g in pool
+            if _open_for(ctx, g, c) and (why := _first_leg_fit(ctx, g, c, match)) is not None
+        ]
         if fresh:
-            g, why = _closest(ctx, fresh, c)
-            if len(fresh) > 1:
-                g.ambiguous = True
-                g.candidates.update(x.conn.stream for x, _ in fresh if x is not g)
+            g = _take_first_leg(ctx, fresh, c, match)
+            g.ambiguous = g.ambiguous or weak
         else:  # a retry of a second leg: the latest gateway that already went there
-            same_target = [(g, why) for g, why in fits if g.legs[-1].server == c.server]
-            if not same_target:
-                continue  # a served gateway does not take a connection elsewhere
-            g, why = same_target[-1]
-            if _logged_in_between(ctx, c, g.legs[-1].tcp.first_ts_ns):
-                continue  # the client went back through a gateway: a new attempt's leg
-        if not g.legs:
-            g.reasons.extend(why)
-            g.ambiguous = g.ambiguous or why[0].startswith("weak:")
-        g.legs.append(c)
+            retried = [g for g in pool if g.legs and _retry_fits(ctx, g, c)]
+            if not retried:
+                continue
+            retried[-1].legs.append(c)
         claimed.add(c.stream)
+    for a in pending:
+        _take_lookup(ctx, by_client, claimed, a)
+
+
+def _recent(pool: list[_Gateway], c: ConnectionRecord, claimed: set[int]) -> list[_Gateway]:
+    """The gateway legs of `pool` (sorted by routing time) routed before `c`, within the link
+    horizon, and not themselves someone's second leg."""
+    start = c.tcp.first_ts_ns
+    end = bisect_right([g.routed_ns for g in pool], start)
+    horizon = start - TIMING.link_horizon_s * NS
+    return [
+        g
+        for g in pool[:end]
+        if g.routed_ns >= horizon and g.conn is not c and g.conn.stream not in claimed
+    ]
+
+
+def _open_for(ctx: Context, g: _Gateway, c: ConnectionRecord) -> bool:
+    """g may still take `c` as its first leg: nothing follows it yet, or only a failed lookup
+    of the very name that resolved on a later try and gave c's address."""
+    if g.legs:
+        return False
+    failed = g.failed_lookup
+    if failed is None:
+        return True
+    a = ctx.dns.name_for(c.client.address, c.server.address, c.tcp.first_ts_ns)
+    return a is not None and a.name == failed.name and a.ts_ns > failed.ts_ns
+
+
+def _first_leg_fit(
+    ctx: Context, g: _Gateway, c: ConnectionRecord, match: Match
+) -> list[str] | None:
+    """Why `c` may be g's first second leg (None when it may not)."""
+    delay = c.tcp.first_ts_ns - g.routed_ns
+    if delay < 0 or delay > TIMING.follow_window_s * NS or g.conn is c:
+        return None
+    return match(ctx, g, c)
+
+
+def _retry_fits(ctx: Context, g: _Gateway, c: ConnectionRecord) -> bool:
+    """Another try at g's second leg: same endpoint, soon after the last try ended, and the
+    client did not log in through a gateway again in between (that is a new attempt's leg)."""
+    last = g.legs[-1]
+    if c.server != last.server or c.tcp.first_ts_ns - last.tcp.last_ts_ns > TIMING.retry_gap_s * NS:
+        return False
+    return not _logged_in_between(ctx, c, last.tcp.first_ts_ns)
+
+
+def _take_first_leg(
+    ctx: Context, fresh: list[tuple[_Gateway, list[str]]], c: ConnectionRecord, match: Match
+) -> _Gateway:
+    """`c` is the first leg of one of the `fresh` gateway legs (all waiting, all fit): the
+    one that took it is returned.
+
+    The one whose answer came last before the client looked up c's name (or, without DNS,
+    before its SYN) takes it: drivers resolve and connect right after reading the routing.
+    With several candidates the link is ambiguous and lists them; each one passed over
+    remembers it, so that a later exchangeable leg marks its own link ambiguous too (and
+    restores the time order, see `_settle`).
+    """
+    g, why = _closest(ctx, fresh, c)
+    others = [(x, w) for x, w in fresh if x is not g]
+    if others:
+        g.ambiguous = True
+        g.candidates.update(x.conn.stream for x, _ in others)
+    for x, w in others:
+        x.passed_over.append(_PassedOver(g, c, w))
+    g.legs.append(c)
+    g.link_reasons = why
+    g.failed_lookup = None  # a failure the name outlived (see _open_for) explains nothing
+    _settle(ctx, g, match)
+    return g
+
+
+def _settle(ctx: Context, g: _Gateway, match: Match) -> None:
+    """g just took its first leg. If a gateway leg that won an earlier leg over g could have
+    taken this one as well, the two links are exchangeable: both are ambiguous. And if the
+    two pairs cross in time (the earlier routing has the later leg), swap them: concurrent
+    attempts follow their routings in the order they read them. A leg's time is when the
+    client looked up its name (a lookup delays the SYN), else its SYN."""
+    leg = g.legs[0]
+    for p in g.passed_over:
+        winner = p.winner
+        why = _first_leg_fit(ctx, winner, leg, match)
+        if why is None:
+            continue
+        g.ambiguous = winner.ambiguous = True
+        g.candidates.add(winner.conn.stream)
+        winner.candidates.add(g.conn.stream)
+        if not winner.legs or winner.legs[0] is not p.leg:
+            continue
+        earlier_routed = winner.routed_ns < g.routed_ns
+        earlier_leg = _leg_time(ctx, p.leg) < _leg_time(ctx, leg)
+        if earlier_routed != earlier_leg:
+            g.legs, winner.legs = winner.legs, g.legs
+            g.link_reasons, winner.link_reasons = p.why, why
+            return
+
+
+def _take_lookup(
+    ctx: Context, by_client: dict[str, list[_Gateway]], claimed: set[int], a: r.DnsAnswer
+) -> None:
+    """A failed lookup follows the waiting gateway leg whose response came last before it:
+    the name its routing token gave, or (inferred) a worker name other than the gateway's.
+    The same failure again (A and AAAA, the resolver retrying) belongs to a new gateway leg
+    only when one was routed since the previous failure."""
+    window = TIMING.follow_window_s * NS
+    mine = by_client.get(a.client, [])
+    earlier = [
+        g.failed_lookup.ts_ns for g in mine if g.failed_lookup and g.failed_lookup.name == a.name
+    ]
+    since = max(earlier, default=-1)
+    why = [f"right after the response the client looked up {a.name}, which did not resolve"]
+    fresh = [
+        (g, why)
+        for g in mine
+        if g.waiting
+        and g.conn.stream not in claimed
+        and since < g.routed_ns <= a.ts_ns <= g.routed_ns + window
+        and _names_target(ctx, g, a.name)
+    ]
+    if not fresh:
+        return
+    asked = [q.ts_ns for q in ctx.dns.about(a.name, a.client, 0, a.ts_ns) if q.rcode < 0]
+    g, _ = _latest_before(fresh, asked[-1] if asked else a.ts_ns)
+    if len(fresh) > 1:
+        g.ambiguous = True
+        g.candidates.update(x.conn.stream for x, _ in fresh if x is not g)
+    g.failed_lookup = a
+    g.host = a.name
+    if g.evidence is LinkEvidence.INFERRED:
+        g.link_reasons = why
+
+
+def _names_target(ctx: Context, g: _Gateway, name: str) -> bool:
+    """`name` may be where g was routed: the token's host, or (inferred) an Azure worker name
+    other than the gateway's own."""
+    if g.evidence is LinkEvidence.ROUTING_TOKEN:
+        return name == g.host
+    return r.is_worker_name(name) and name != ctx.names.get(g.conn.stream)
 
 
 def _logged_in_between(ctx: Context, c: ConnectionRecord, since_ns: int) -> bool:
@@ -362,40 +555,57 @@ def _closest(
     ctx: Context, fresh: list[tuple[_Gateway, list[str]]], c: ConnectionRecord
 ) -> tuple[_Gateway, list[str]]:
     """Of several waiting gateway legs, the one whose answer came last before the client
-    looked up the second leg's name (or, without DNS, before its SYN): drivers resolve and
-    connect right after reading the routing."""
-    ref = c.tcp.first_ts_ns
-    a = ctx.dns.name_for(c.client.address, c.server.address, ref)
-    if a is not None:
-        asked = [q.ts_ns for q in ctx.dns.about(a.name, a.client, 0, a.ts_ns) if q.rcode < 0]
-        ref = asked[-1] if asked else a.ts_ns
-    before = [(g, why) for g, why in fresh if g.routed_ns <= ref]
+    looked up the second leg's name (or, without DNS, before its SYN)."""
+    return _latest_before(fresh, _leg_time(ctx, c))
+
+
+def _leg_time(ctx: Context, c: ConnectionRecord) -> int:
+    """When the client set out for second leg `c`: its lookup of c's name, else its SYN."""
+    a = ctx.dns.name_for(c.client.address, c.server.address, c.tcp.first_ts_ns)
+    if a is None:
+        return c.tcp.first_ts_ns
+    asked = [q.ts_ns for q in ctx.dns.about(a.name, a.client, 0, a.ts_ns) if q.rcode < 0]
+    return asked[-1] if asked else a.ts_ns
+
+
+def _latest_before(
+    fresh: list[tuple[_Gateway, list[str]]], ref_ns: int
+) -> tuple[_Gateway, list[str]]:
+    before = [(g, why) for g, why in fresh if g.routed_ns <= ref_ns]
     return max(before or fresh, key=lambda x: x[0].routed_ns)
 
 
-def _fits(
-    ctx: Context, pool: list[_Gateway], c: ConnectionRecord, claimed: set[int], match: Match
-) -> list[tuple[_Gateway, list[str]]]:
-    """The gateways of `pool` (sorted by routing time) that `c` may follow, oldest first."""
-    start = c.tcp.first_ts_ns
-    end = bisect_right([g.routed_ns for g in pool], start)
-    horizon = start - TIMING.link_horizon_s * NS
-    out = []
-    for g in pool[:end]:
-        if g.routed_ns < horizon or g.conn is c or g.conn.stream in claimed:
+def _pair_across_nat(
+    ctx: Context, exact: list[_Gateway], claimed: set[int], routed: set[int]
+) -> None:
+    """A routing token also ties a connection from another client address (NAT, or a capture
+    point between client and NAT) when that connection is the only one to fit and nothing from
+    its own address explains it: the passes before took all they could. Guessing among several
+    would link strangers."""
+    by_port: dict[int | None, list[_Gateway]] = defaultdict(list)
+    for g in sorted(exact, key=lambda g: g.routed_ns):
+        by_port[g.port].append(g)
+    for c in ctx.in_time_order():
+        if c.stream in claimed or c.stream in routed:
             continue
-        if _in_window(g, c) and (why := match(ctx, g, c)) is not None:
-            out.append((g, why))
-    return out
-
-
-def _in_window(g: _Gateway, c: ConnectionRecord) -> bool:
-    start = c.tcp.first_ts_ns
-    if start < g.routed_ns:
-        return False
-    if not g.legs:
-        return start - g.routed_ns <= TIMING.follow_window_s * NS
-    return start - g.legs[-1].tcp.last_ts_ns <= TIMING.retry_gap_s * NS
+        fits: list[tuple[_Gateway, list[str]]] = []
+        for g in _recent(by_port.get(c.server.port, []), c, claimed):
+            if g.conn.client.address == c.client.address:
+                continue
+            if _open_for(ctx, g, c) and (why := _first_leg_fit(ctx, g, c, _exact_match)):
+                fits.append((g, [*why, f"client address differs ({c.client.address}): NAT?"]))
+            elif (
+                g.legs and g.legs[-1].client.address == c.client.address and _retry_fits(ctx, g, c)
+            ):
+                fits.append((g, []))
+        if len(fits) != 1:
+            continue
+        g, why = fits[0]
+        if not g.legs:
+            g.link_reasons = why
+            g.failed_lookup = None
+        g.legs.append(c)
+        claimed.add(c.stream)
 
 
 def _dns_for(
@@ -403,18 +613,6 @@ def _dns_for(
 ) -> list[r.DnsAnswer]:
     """Queries and answers about `host` from `client` between start and end."""
     return ctx.dns.about(host, client, start_ns, end_ns)
-
-
-def _inferred_dns_failure(ctx: Context, g: _Gateway) -> bool:
-    """No second leg, but right after the response the client failed to resolve a worker name."""
-    name_of_gateway = ctx.names.get(g.conn.stream)
-    limit = g.routed_ns + int(TIMING.follow_window_s * NS)
-    for a in ctx.dns.answers_to(g.conn.client.address, g.routed_ns, limit):
-        if a.rcode != 0 and a.name != name_of_gateway and r.is_worker_name(a.name):
-            g.host = a.name
-            g.reasons.append(f"right after the response the client looked up {a.name}")
-            return True
-    return False
 
 
 def _finish(ctx: Context, g: _Gateway) -> Redirect:
@@ -440,7 +638,7 @@ def _finish(ctx: Context, g: _Gateway) -> Redirect:
         second_legs=[c.stream for c in legs],
         dns_frames=sorted({d.frame for d in dns}),
         frames=sorted(set(g.frames)),
-        reasons=g.reasons,
+        reasons=[*g.reasons, *g.link_reasons],
         ambiguous=g.ambiguous,
         candidates=sorted(g.candidates),
     )

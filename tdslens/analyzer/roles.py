@@ -235,9 +235,13 @@ def _login_error(conn: ConnectionRecord) -> bool:
 
 def little_data(conn: ConnectionRecord) -> bool:
     """At most two encrypted records after the login response: the two close_notify alerts
-    of a TLS 1.3 goodbye look exactly like that."""
+    of a TLS 1.3 goodbye look exactly like that. Up to TLS 1.2 an alert shows its own record
+    type, so there any record after the response is data (a query and its answer)."""
     p = conn.phase(PhaseName.DATA)
-    return p is None or (p.inferred and p.frames <= 2)
+    if p is None:
+        return True
+    version = conn.tls.version if conn.tls is not None else None
+    return p.inferred and p.frames <= 2 and version in (None, "TLS 1.3")
 
 
 def closed_after_response(conn: ConnectionRecord, strict: bool = False) -> bool:
