@@ -818,3 +818,41 @@ def test_tls12_session_with_one_query_is_a_proxy_session_not_a_redirect(tmp_path
     assert a.redirects == []
     assert role(a, 0) is Role.PROXY
     assert "PROXY_POLICY_IN_USE" in [f.code for f in a.findings]
+
+
+# -- retries of a whole login --------------------------------------------------------------------
+
+
+def _clear_login_failed_to(server: str) -> list:
+    from tds_bytes import login7
+
+    response = server_message(0xAA, 18456, "Login failed.", state=8) + done(status=2)
+    return [
+        (True, packet(0x12, client_prelogin(0x02)), 0.001),
+        (False, packet(0x04, server_prelogin(0x02)), 0.001),
+        (True, message(0x10, login7(server=server)), 0.001),
+        (False, message(0x04, response), 0.005),
+    ]
+
+
+def test_a_login_to_another_server_behind_the_same_gateway_is_a_new_attempt(tmp_path):
+    """One Azure gateway address serves many servers: after a failed login to one, a login to
+    another server name is a new attempt, not a retry; the same name again is a retry."""
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.0, _clear_login_failed_to(GATEWAY_NAME))),
+        _packets(
+            Session(
+                ("10.0.0.2", 50001), GW, 2.0, _clear_login_failed_to("other.database.windows.net")
+            )
+        ),
+        _packets(
+            Session(
+                ("10.0.0.2", 50002), GW, 4.0, _clear_login_failed_to("other.database.windows.net")
+            )
+        ),
+    )
+    assert [(x.server_name, x.connections, x.tries) for x in a.attempts] == [
+        (GATEWAY_NAME, [0], 1),
+        ("other.database.windows.net", [1, 2], 2),
+    ]

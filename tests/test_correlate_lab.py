@@ -184,6 +184,22 @@ def test_findings_carry_their_evidence(path):
             assert attempt.verdict.finding in codes
 
 
+@pytest.mark.parametrize("keys", [False, True], ids=["captured", "decrypted"])
+@pytest.mark.parametrize("path", EXPECTED, ids=_ids(EXPECTED))
+def test_one_client_request_is_one_attempt(path, keys):
+    """The lab makes one connection request per capture: every TCP connection the driver
+    opened for it (gateway legs, second legs, whole-login retries) belongs to that one attempt,
+    whose tries count the first-contact legs. python-tds 1.9 retries the whole login five
+    times, ignoring a cleartext routing token each time: one attempt, five tries."""
+    expected, a = _load(path, keys)
+    tcp = _tcp(expected)
+    if not tcp:
+        return
+    (attempt,) = a.attempts
+    assert sorted(attempt.connections) == sorted(_stream(a, c["client"]) for c in tcp)
+    assert attempt.tries == len([c for c in tcp if c["role"] not in ("worker", "replica")])
+
+
 def test_blocked_redirect_lists_the_syn_retransmissions():
     path = SAMPLES / "redirect_blocked__tedious.json"
     if not path.exists():

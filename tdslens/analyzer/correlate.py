@@ -802,13 +802,29 @@ def _redirects_of(ctx: Context, c: ConnectionRecord) -> list[int]:
 
 
 def _is_retry(ctx: Context, prev: Attempt, c: ConnectionRecord) -> bool:
+    """`c` repeats attempt `prev` (a driver retrying the whole login): same client and server
+    (the key of `open_by_key`), the same server name when both are known (one Azure gateway
+    address serves many servers), after prev's last connection ended and within retry_gap_s
+    of it (drivers retry within their login timeout), and prev's last try did not get in."""
     start = c.tcp.first_ts_ns
     if start < prev.end_ns:
         return False  # overlapping: a separate attempt (connection pool, parallel clients)
     if start - prev.end_ns > TIMING.retry_gap_s * NS:
         return False
-    last = ctx.by_stream[prev.connections[-1]]
-    return not r.logged_in(last) and not r.data_exchanged(last)
+    name = ctx.names.get(c.stream)
+    if name and prev.server_name and name != prev.server_name:
+        return False
+    firsts = [s for s in prev.connections if s not in ctx.second_legs]
+    return not try_succeeded(ctx, ctx.by_stream[firsts[-1]])
+
+
+def try_succeeded(ctx: Context, c: ConnectionRecord) -> bool:
+    """A first-contact leg got the client in: its redirect connected, or (not routed) it
+    logged in. A routed leg that carried requests did not: the gateway ignores them (an old
+    driver that does not follow the routing), so its data says nothing about success."""
+    if c.stream in ctx.gateway_of:
+        return ctx.analysis.redirects[ctx.gateway_of[c.stream]].outcome is RedirectOutcome.CONNECTED
+    return r.logged_in(c) or r.data_exchanged(c)
 
 
 def _attempt_dns(ctx: Context, a: Attempt) -> list[int]:
