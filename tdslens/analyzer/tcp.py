@@ -240,6 +240,34 @@ class _Conn:
         )
 
 
+def _pairs(h: np.ndarray, key_cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group rows by address pair: (pair index per row, first row of each pair, rows sorted by
+    (pair, frame)). `h` is a 64-bit hash of the pair, `key_cols` the pair itself (one row per
+    packet), checked so that a hash collision never merges two pairs.
+
+    One sort does it: the row number goes into the low bits of the hash, so the sorted values
+    are grouped by (most of) the hash and, within a pair, in frame order; they are unique, and
+    sorting values is several times faster than `np.unique(..., return_inverse=True)`."""
+    n = len(h)
+    bits = max(n - 1, 1).bit_length()
+    low = np.uint64((1 << bits) - 1)
+    packed = np.sort((h & ~low) | np.arange(n, dtype=np.uint64))
+    order = (packed & low).astype(np.intp)
+    same = np.empty(n, dtype=bool)
+    same[:1] = False
+    np.equal(packed[1:] >> np.uint64(bits), packed[:-1] >> np.uint64(bits), out=same[1:])
+    inverse = np.empty(n, dtype=np.intp)
+    inverse[order] = np.cumsum(~same) - 1
+    first = order[~same]
+    if not np.array_equal(key_cols[first][inverse], key_cols):  # a hash collision
+        order = np.lexsort(key_cols.T[::-1]).astype(np.intp)  # stable: frame order kept
+        k = key_cols[order]
+        same[1:] = (k[1:] == k[:-1]).all(axis=1)
+        inverse[order] = np.cumsum(~same) - 1
+        first = order[~same]
+    return inverse, first, order
+
+
 class TcpEngine:
     """Feed it `PacketColumns` batches in frame order; it returns `TcpEvent` lists.
 
@@ -264,6 +292,9 @@ class TcpEngine:
         self._flows: dict[FlowKey, _Flow | tuple[int, int, int]] = {}
         self._released: list[_Flow] = []
         self._open: dict[int, _Conn] = {}  # stream -> connection, in stream order
+        # Connections with no SYN-ACK and no payload yet (a subset of _open, same order): the
+        # ones `_sweep` may end when idle.
+        self._attempts: dict[int, _Conn] = {}
         self._closing: deque[_Conn] = deque()
         self._streams = 0
         self._names: dict[tuple[int, int, int], str] = {}
@@ -308,7 +339,7 @@ class TcpEngine:
             return out
         everything = len(rows) == len(cols)
         sel = slice(None) if everything else rows
-        group, src_is_a, flows = self._group(cols, sel)
+        group, src_is_a, flows, order = self._group(cols, sel)
         mv = memoryview(cols.data)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
@@ -320,113 +351,88 @@ class TcpEngine:
             cols.payload_len[sel],
             cols.payload_wire_len[sel],
         )
+        n = len(group)
         rp = None
         if self.fast_lane:
             rp = tcp_fastlane.plan(
-                flows, group, src_is_a, seq, ack, flags, window, p_off, p_len, p_wire
+                group, src_is_a, order, number, ts_ns, seq, ack, flags, window, p_off, p_len, p_wire
             )
         # The loop visits rows in frame order: slow rows and the first row of each run up
         # front; a run's other rows join (heap `extra`) only if `take` refuses the run, or for
-        # their Payload when the connection has a subscriber. kinds: 0 per-packet path,
-        # 1 Payload of a taken run, 2 first row of a run.
+        # their Payload when the connection has a subscriber. Python ints are made only for
+        # the rows visited (most rows are in runs and never are).
         if rp is None:
-            visit = list(range(len(group)))
-            kinds = [0] * len(group)
+            visit = np.arange(n)
+            run_of_row = np.full(n, -1, dtype=np.int64)
         else:
-            visit = np.flatnonzero(rp.kind != tcp_fastlane.IN_RUN).tolist()
-            kinds = rp.kind.tolist()
-        group_l, sa_l = group.tolist(), src_is_a.tolist()
-        number_l, ts_l = number.tolist(), ts_ns.tolist()
-        seq_l, ack_l, flags_l, win_l = seq.tolist(), ack.tolist(), flags.tolist(), window.tolist()
-        po_l, pl_l, pw_l = p_off.tolist(), p_len.tolist(), p_wire.tolist()
+            visit = np.flatnonzero(rp.kind != tcp_fastlane.IN_RUN)
+            run_of_row = rp.run
+        columns = (np.arange(n), run_of_row, group, src_is_a, number, ts_ns, seq, ack, flags)
+        columns += (window, p_off, p_len, p_wire)
+
+        def values(at: np.ndarray, slow: bool = False) -> list[list[int]]:
+            """Per row at `at`: [row, run (-1: per-packet path), pair, sent by side a, frame,
+            ts, seq, ack, flags, window, payload offset, captured length, wire length]."""
+            table = np.stack([c[at] for c in columns], axis=1)
+            if slow:
+                table[:, 1] = -1
+            return table.tolist()
+
+        vals = values(visit)
         append = out.append
         new_tuple = tuple.__new__  # Payload is a NamedTuple: skip its Python-level __new__
         new_conn = self._new_conn
         control = self._control
+        take = tcp_fastlane.take
+        pending = self._pending
         keep = streams is not None
         kept_rows: list[int] = []
         kept_streams: list[int] = []
-        taken: dict[int, tuple[int, bool, int, int]] = {}  # run -> stream, a_is_client, offs
-        extra: list[int] = []  # rows added to the visit while looping (a heap)
-        vi, n_visit = 0, len(visit)
+        taken: dict[int, int] = {}  # run -> stream
+        extra: list[tuple[int, list[int] | Payload]] = []  # (row, values or event), a heap
+        vi, n_visit = 0, len(vals)
         while True:
-            if extra and (vi >= n_visit or extra[0] < visit[vi]):
-                i = heapq.heappop(extra)
+            if extra and (vi >= n_visit or extra[0][0] < vals[vi][0]):
+                item = heapq.heappop(extra)[1]
+                if item.__class__ is Payload:  # a row of a taken run whose bytes are read
+                    append(item)  # type: ignore[arg-type]
+                    continue
+                r = item
             elif vi < n_visit:
-                i = visit[vi]
+                r = vals[vi]
                 vi += 1
             else:
                 break
-            k = kinds[i]
-            if k:
-                assert rp is not None
-                run = rp.run[i]
-                if k == 1:  # a row of a taken run whose bytes a subscriber reads
-                    stream, a_client, off_a, off_b = taken[run]
-                    sa = sa_l[i]
-                    po = po_l[i]
-                    append(
-                        new_tuple(
-                            Payload,
-                            (
-                                stream,
-                                sa == a_client,
-                                (off_a if sa else off_b) + rp.rel_off[i],
-                                mv[po : po + pl_l[i]],
-                                number_l[i],
-                                ts_l[i],
-                            ),
-                        )
-                    )
-                    continue
+            i, run, g, sa, num, ts, seq, a, fl, win, po, pl, pw = r  # type: ignore[misc]
+            if run >= 0:
                 # The first row of a run: take the whole run, or send its rows the slow way.
-                flow = flows[group_l[i]]
+                assert rp is not None
+                flow = flows[g]
                 conn = flow.conn
                 if conn is not None and not flow.unset:
                     off_a, off_b = conn.da.off, conn.db.off
-                    if tcp_fastlane.take(rp, run, conn, mv, number_l, ts_l, self._pending):
-                        taken[run] = (conn.stream, conn.a_is_client, off_a, off_b)
+                    if take(rp, run, conn, mv, pending):
+                        taken[run] = conn.stream
                         if conn.da.deliver:
-                            for j in rp.order[rp.lo[run] : rp.hi[run]].tolist():
-                                if pw_l[j]:
-                                    kinds[j] = 1
-                                    heapq.heappush(extra, j)
-                            if kinds[i] == 1:  # this row too: handle it now
-                                heapq.heappop(extra)
-                                kinds[i] = 2
-                                sa = sa_l[i]
-                                po = po_l[i]
-                                append(
-                                    new_tuple(
-                                        Payload,
-                                        (
-                                            conn.stream,
-                                            sa == conn.a_is_client,
-                                            off_a if sa else off_b,
-                                            mv[po : po + pl_l[i]],
-                                            number_l[i],
-                                            ts_l[i],
-                                        ),
-                                    )
-                                )
+                            for ev_row, ev in self._run_payloads(
+                                rp, run, conn, off_a, off_b, mv, src_is_a, number, ts_ns, p_off,
+                                p_len, p_wire,
+                            ):  # fmt: skip
+                                if ev_row == i:
+                                    append(ev)
+                                else:
+                                    heapq.heappush(extra, (ev_row, ev))
                         continue
-                for j in rp.order[rp.lo[run] + 1 : rp.hi[run]].tolist():
-                    kinds[j] = 0
-                    heapq.heappush(extra, j)
-            g = group_l[i]
-            sa = sa_l[i]
-            num = number_l[i]
-            ts = ts_l[i]
-            seq = seq_l[i]
-            fl = flags_l[i]
+                for rest in values(rp.order[rp.lo[run] + 1 : rp.hi[run]], slow=True):
+                    heapq.heappush(extra, (rest[0], rest))
             flow = flows[g]
             # 1. Which tcp.stream (Wireshark's rule, see module docstring).
             if flow.unset or fl & 0x12 == SYN:
-                conn = new_conn(flow, sa, num, ts, seq, ack_l[i], fl, append)
+                conn = new_conn(flow, sa, num, ts, seq, a, fl, append)
             else:
                 conn = flow.conn
                 if conn is None:
-                    conn = new_conn(flow, sa, num, ts, seq, ack_l[i], fl, append)
+                    conn = new_conn(flow, sa, num, ts, seq, a, fl, append)
             conn.last_frame = num
             conn.last_ts = ts
             if keep:
@@ -439,19 +445,17 @@ class TcpEngine:
                 snd = conn.db
                 rcv = conn.da
             snd.packets += 1
-            pw = pw_l[i]
             # 2. Control flags, acknowledgements, window.
             if fl & 0x07:
                 control(conn, snd, num, ts, seq, fl, pw, out)
             if fl & ACK:
-                a = ack_l[i]
                 rcv.acked = a
                 d = (a - rcv.nxt) & MASK
                 if d and d < HALF:  # beyond what we saw: FIN, probe or lost bytes (or nxt unknown)
                     rcv.ack_beyond(a, num, out)
                     if rcv.fin_acked and snd.fin_acked and conn.closed_ts < 0:
                         self._close(conn, ts, out)
-            if win_l[i] == 0:
+            if win == 0:
                 if not fl & 0x07:
                     snd.window(True, num)
             elif snd.zw:
@@ -460,8 +464,6 @@ class TcpEngine:
             if pw:
                 if fl & SYN:
                     seq = (seq + 1) & MASK
-                po = po_l[i]
-                pl = pl_l[i]
                 if seq == snd.nxt and pl == pw and not snd.slow:
                     data = mv[po : po + pl]
                     if not snd.payload_bytes:
@@ -492,43 +494,86 @@ class TcpEngine:
             if taken:
                 assert rp is not None
                 run_stream = np.full(len(rp.lo), -1, dtype=np.int64)
-                run_stream[list(taken)] = [t[0] for t in taken.values()]
+                run_stream[list(taken)] = list(taken.values())
                 in_run = np.flatnonzero(rp.run >= 0)
                 s = run_stream[rp.run[in_run]]
                 ok = s >= 0
                 streams[rows[in_run[ok]]] = s[ok]
         if rp is not None:  # fast-lane bytes refer to this batch's buffer: copy or drop them
-            for d in self._pending:
+            for d in pending:
                 if d.pending is not None:
                     if d.all_acked():
                         d.pending = None
                         d.recent = bytearray()
                     else:
                         d.settle()
-            self._pending.clear()
+            pending.clear()
         now = int(cols.ts_ns[rows[-1]])
         if self._closing:
             self._settle(now, out)
-        self._sweep(now, out)
+        self._sweep(flows, now, out)
         if self._released:
             self._compact()
         return out
 
-    def _sweep(self, now: int, out: list[TcpEvent]) -> None:
-        """Per batch, over open connections: drop the retransmission-compare bytes of
-        directions whose bytes are all acknowledged (an idle pooled connection then holds
-        almost nothing), and end never-answered attempts idle for `idle_ns`."""
+    @staticmethod
+    def _run_payloads(
+        rp: tcp_fastlane.RunPlan,
+        run: int,
+        conn: _Conn,
+        off_a: int,
+        off_b: int,
+        mv: memoryview,
+        src_is_a: np.ndarray,
+        number: np.ndarray,
+        ts_ns: np.ndarray,
+        p_off: np.ndarray,
+        p_len: np.ndarray,
+        p_wire: np.ndarray,
+    ) -> list[tuple[int, Payload]]:
+        """The `Payload` of each data row of a taken run, with its row (for a subscriber)."""
+        at = rp.order[rp.lo[run] : rp.hi[run]]
+        at = at[p_wire[at] > 0]
+        stream, a_client = conn.stream, conn.a_is_client
+        new_tuple = tuple.__new__
+        offs = (off_b, off_a)  # by "sent by side a"
+        return [
+            (
+                row,
+                new_tuple(
+                    Payload, (stream, sa == a_client, offs[sa] + rel, mv[po : po + pl], num, ts)
+                ),
+            )
+            for row, sa, rel, po, pl, num, ts in zip(
+                at.tolist(),
+                src_is_a[at].tolist(),
+                rp.rel_off[at].tolist(),
+                p_off[at].tolist(),
+                p_len[at].tolist(),
+                number[at].tolist(),
+                ts_ns[at].tolist(),
+                strict=True,
+            )
+        ]
+
+    def _sweep(self, flows: list[_Flow], now: int, out: list[TcpEvent]) -> None:
+        """Per batch: drop the retransmission-compare bytes of directions whose bytes are all
+        acknowledged (an idle pooled connection then holds almost nothing), and end
+        never-answered attempts idle for `idle_ns`. Only the batch's connections can have
+        changed, so only they are looked at; attempts are kept apart (`_attempts`)."""
+        for flow in flows:
+            conn = flow.conn
+            if conn is not None:
+                for d in (conn.da, conn.db):
+                    if d.recent and d.all_acked():
+                        d.recent = bytearray()
+        if not self._attempts:
+            return
         stale = now - self.idle_ns
-        for conn in list(self._open.values()):
-            for d in (conn.da, conn.db):
-                if d.recent and d.all_acked():
-                    d.recent = bytearray()
-            if (
-                conn.last_ts < stale
-                and conn.synack_frame is None
-                and not conn.da.payload_bytes
-                and not conn.db.payload_bytes
-            ):
+        for conn in list(self._attempts.values()):
+            if conn.synack_frame is not None or conn.da.payload_bytes or conn.db.payload_bytes:
+                del self._attempts[conn.stream]  # answered: no longer an attempt
+            elif conn.last_ts < stale:
                 self._end(conn, "end", out)
 
     def _compact(self) -> None:
@@ -558,10 +603,11 @@ class TcpEngine:
 
     def _group(
         self, cols: PacketColumns, rows: slice | np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, list[_Flow]]:
+    ) -> tuple[np.ndarray, np.ndarray, list[_Flow], np.ndarray]:
         """Per row: index of its address pair in the returned flow list, and whether the
-        sender is side "a". Sorting 64-bit hashes is cheap; the exact columns are then
-        checked so a hash collision can never merge two pairs."""
+        sender is side "a"; and the rows sorted by (pair, frame), which the fast lane works on.
+        Sorting 64-bit hashes is cheap; the exact columns are then checked so a hash collision
+        can never merge two pairs."""
         if (cols.ip_version[rows] == 4).all():
             return self._group_ipv4(cols, rows)
         ver = cols.ip_version[rows].astype(np.uint64)
@@ -583,12 +629,8 @@ class TcpEngine:
                 ^ b_hi * np.uint64(0xD6E8FEB86659FD93)
                 ^ ports * np.uint64(0xFF51AFD7ED558CCD)
             )
-        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
         key_cols = np.stack([ver, a_hi, a_lo, a_pt, b_hi, b_lo, b_pt], axis=1)
-        if not np.array_equal(key_cols[first][inverse], key_cols):  # a hash collision
-            _, first, inverse = np.unique(key_cols, axis=0, return_index=True, return_inverse=True)
-            inverse = inverse.reshape(-1)
+        inverse, first, order = _pairs(h, key_cols)
         flows_map = self._flows
         flows: list[_Flow] = []
         for v, ahi, alo, apt, bhi, blo, bpt in key_cols[first].tolist():
@@ -598,11 +640,11 @@ class TcpEngine:
             else:
                 key = (v, ahi, alo, apt, bhi, blo, bpt)
             flows.append(_flow(flows_map, key, v, (ahi, alo, apt), (bhi, blo, bpt)))
-        return inverse, src_is_a, flows
+        return inverse, src_is_a, flows, order
 
     def _group_ipv4(
         self, cols: PacketColumns, rows: slice | np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, list[_Flow]]:
+    ) -> tuple[np.ndarray, np.ndarray, list[_Flow], np.ndarray]:
         """`_group` for all-IPv4 batches (the common case): an endpoint is address << 16 |
         port, one uint64, so side "a" is simply the smaller one."""
         src = (cols.src_lo[rows] << np.uint64(16)) | cols.sport[rows].astype(np.uint64)
@@ -612,13 +654,7 @@ class TcpEngine:
         b = np.maximum(src, dst)
         with np.errstate(over="ignore"):
             h = a * np.uint64(0x9E3779B97F4A7C15) ^ b * np.uint64(0xC2B2AE3D27D4EB4F)
-        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        rep = first[inverse]
-        if not ((a[rep] == a).all() and (b[rep] == b).all()):  # a hash collision
-            pairs = np.stack([a, b], axis=1)
-            _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
-            inverse = inverse.reshape(-1)
+        inverse, first, order = _pairs(h, np.stack([a, b], axis=1))
         flows_map = self._flows
         flows: list[_Flow] = []
         for ea, eb in zip(a[first].tolist(), b[first].tolist(), strict=True):
@@ -629,7 +665,7 @@ class TcpEngine:
                     flows_map, key, 4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF)
                 )
             flows.append(found)  # type: ignore[arg-type]
-        return inverse, src_is_a, flows
+        return inverse, src_is_a, flows, order
 
     # --- connection lifecycle ------------------------------------------------------------
 
@@ -677,7 +713,7 @@ class TcpEngine:
             self._streams += 1
         # Roles: the SYN sender is the client, the SYN-ACK sender the server, else guess.
         if pure_syn:
-            a_is_client, guessed = sa, False
+            a_is_client, guessed = bool(sa), False
         elif fl & 0x12 == 0x12:
             a_is_client, guessed = not sa, False
         else:
@@ -687,6 +723,7 @@ class TcpEngine:
         )
         flow.conn = conn
         self._open[conn.stream] = conn
+        self._attempts[conn.stream] = conn
         start = StreamStart(
             conn.stream, conn.client, conn.server, num, ts, pure_syn, guessed, continued
         )
@@ -761,6 +798,8 @@ class TcpEngine:
         conn.db.flush(conn.last_frame, reason, out)
         out.append(StreamEnd(conn.summary()))
         del self._open[conn.stream]
+        if self._attempts.get(conn.stream) is conn:
+            del self._attempts[conn.stream]
         if conn.flow.conn is conn:
             conn.flow.conn = None
             self._released.append(conn.flow)

@@ -7,22 +7,27 @@ already open at the batch start gains little. This one cuts each connection's ro
 into **runs**: maximal sequences of consecutive rows of one address pair (in frame order) that
 are structurally uneventful:
 
-- no SYN, FIN or RST; a non-zero window; the payload fully captured;
+- no SYN, FIN or RST, and no row after a FIN of the pair in the batch; a non-zero window; the
+  payload fully captured;
 - data segments of each side continue each other (each starts where the previous one of its
-  side in the run ended), and no ACK acknowledges bytes beyond what the run's other side sent;
-- not the first data (or the first pure ACK) of a side in the batch unless the side already
-  had one before the batch (those add history letters, and letters keep their order).
+  side ended), and no ACK acknowledges bytes beyond what the run's other side sent.
 
 A run does not depend on the connection's state except through a few numbers numpy computes
 here (`base`: where each side's bytes must continue; `ack_ref`/`ack_max`: how far the acks
 reach). The engine's loop meets each run at its first row, in frame order, after every earlier
 row of the connection was handled, and `take` checks those numbers against the real state:
 open, not closing, both next sequence numbers known and equal to `base`, nothing out of order
-or held, no zero window, the history letters already there. If they hold, `take` adds the whole
-run at once (packets, bytes, offsets, last ACK, the newest bytes for retransmission compares,
-last frame); the run's rows are never visited, unless a subscriber wants their `Payload`. If
-not, the run's rows go through the per-packet path like any other row. Both ways give the same
-events: tests/test_tcp_fastlane.py and tests/test_fast_path.py run each capture both ways.
+or held, no zero window. If they hold, `take` adds the whole run at once (packets, bytes,
+offsets, last ACK, the newest bytes for retransmission compares, last frame, and the history
+letters of a side's first data and first pure ACK, in the order the per-packet path would add
+them); the run's rows are never visited, unless a subscriber wants their `Payload`. If not, the
+run's rows go through the per-packet path like any other row. Both ways give the same events:
+tests/test_tcp_fastlane.py and tests/test_fast_path.py run each capture both ways.
+
+Everything here works on the rows sorted by (pair, frame) (`order`, which the engine's grouping
+produces anyway), so a pair's rows, and a run's, are contiguous; per side, the rows of
+successive runs then come in run order, which lets "first/last row of each run and side" be
+found by comparing neighbours instead of sorting.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from tdslens.analyzer.packet_columns import ACK, FIN, SYN
 from tdslens.analyzer.tcp_reassembly import HALF, MASK, RECENT_LIMIT
 
 if TYPE_CHECKING:
-    from tdslens.analyzer.tcp import _Conn, _Flow
+    from tdslens.analyzer.tcp import _Conn
     from tdslens.analyzer.tcp_reassembly import Direction
 
 SLOW, IN_RUN, RUN_START = 0, 1, 2
@@ -46,37 +51,58 @@ _CUT_ROUNDS = 4  # rounds of cutting runs at a failing row before giving up on t
 
 @dataclass(slots=True)
 class RunPlan:
-    """The runs of one batch. Per-side lists are indexed by ``2 * run + (0 side a, 1 side b)``."""
+    """The runs of one batch. Per-side lists are indexed by ``2 * run + (0 side a, 1 side b)``;
+    "positions" index `order`."""
 
     kind: np.ndarray  # int8 per row: SLOW, IN_RUN or RUN_START
     run: np.ndarray  # int64 per row: run id, -1 for slow rows
-    rel_off: list[int]  # per row: bytes its side sent earlier in its run
+    rel_off: np.ndarray  # int64 per row: bytes its side sent earlier in its run
     order: np.ndarray  # rows sorted by (pair, frame): a run is order[lo[run]:hi[run]]
     lo: list[int]
     hi: list[int]
     base: list[int]  # per side: raw seq its first data must start at; -1: no data in the run
     ack_ref: list[int]  # per side: an ACK for it (minus the run's bytes before); -1: none
     ack_max: list[int]  # per side: how far beyond ack_ref the furthest such ACK reaches
-    need_a: list[bool]  # per side: it sends a pure ACK in the run
+    first_data: list[int]  # per side: position of its first data row in the run; -1: none
+    first_ack: list[int]  # per side: position of its first pure ACK in the run; -1: none
     packets: list[int]  # per side
     nbytes: list[int]  # per side
     last_ack: list[int]  # per side: the last raw ACK for it in the run; -1: none
-    # The newest bytes (up to RECENT_LIMIT) of each side: payload offsets and lengths, newest
-    # first, side by side; a side's are [tail_lo[side]:tail_hi[side]].
+    # The newest bytes (up to RECENT_LIMIT) of each side: payload offsets and lengths, oldest
+    # first; a side's are [tail_lo[side]:tail_hi[side]].
     tail_offset: np.ndarray
     tail_len: np.ndarray
     tail_lo: list[int]
     tail_hi: list[int]
-    last_row: list[int]  # per run
+    last_frame: list[int]  # per run: frame number and time of its last row
+    last_ts: list[int]
 
 
 FastPlan = RunPlan  # the name earlier versions used
 
 
+def _starts(keys: np.ndarray) -> np.ndarray:
+    """Indexes where a sorted (non-decreasing) `keys` takes a new value."""
+    new = np.empty(len(keys), dtype=bool)
+    new[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def _ends(keys: np.ndarray) -> np.ndarray:
+    """Indexes of the last element of each value of a sorted `keys`."""
+    last = np.empty(len(keys), dtype=bool)
+    last[-1:] = True
+    np.not_equal(keys[1:], keys[:-1], out=last[:-1])
+    return np.flatnonzero(last)
+
+
 def plan(
-    flows: list[_Flow],
     g: np.ndarray,
     sa: np.ndarray,
+    order: np.ndarray,
+    number: np.ndarray,
+    ts_ns: np.ndarray,
     seq: np.ndarray,
     ack: np.ndarray,
     fl: np.ndarray,
@@ -85,188 +111,190 @@ def plan(
     pl: np.ndarray,
     pw: np.ndarray,
 ) -> RunPlan | None:
-    """Cut one batch's rows (its TCP packets, in frame order) into runs; None if there are none."""
+    """Cut one batch's rows (its TCP packets, in frame order) into runs; None if there are none.
+
+    `g` is each row's pair, `sa` whether side "a" sent it, `order` the rows sorted by (pair,
+    frame)."""
     n = len(g)
-    cand = ((fl & 0x07) == 0) & (win != 0) & (pl == pw)
+    # Columns in `order`: a pair's rows are contiguous, in frame order.
+    flo, pwo = fl[order], pw[order]
+    cand = ((flo & 0x07) == 0) & (win[order] != 0) & (pl[order] == pwo)
     if not cand.any():
         return None
-    side = 2 * g + (~sa)  # slot of the sending side: 2*group for side a, +1 for side b
-    has_ack = (fl & ACK) != 0
-    data = pw > 0
+    go, sao, seqo = g[order], sa[order], seq[order]
+    new_pair = np.empty(n, dtype=bool)
+    new_pair[0] = True
+    np.not_equal(go[1:], go[:-1], out=new_pair[1:])
+    data = pwo > 0
 
-    # History letters: the first data and first pure ACK of a side in the batch stay slow
-    # unless the side already had them before the batch.
-    had_d = np.zeros(2 * len(flows), dtype=bool)
-    had_a = np.zeros(2 * len(flows), dtype=bool)
-    for gi, flow in enumerate(flows):
-        conn = flow.conn
-        if conn is not None:
-            had_d[2 * gi] = conn.da.payload_bytes > 0
-            had_d[2 * gi + 1] = conn.db.payload_bytes > 0
-            had_a[2 * gi] = conn.da.saw_pure_ack
-            had_a[2 * gi + 1] = conn.db.saw_pure_ack
-    pure_ack = ~data & ((fl & 0x17) == ACK)
-    for rows_of_kind, had in ((np.flatnonzero(data), had_d), (np.flatnonzero(pure_ack), had_a)):
-        if len(rows_of_kind):
-            _, first = np.unique(side[rows_of_kind], return_index=True)
-            first_rows = rows_of_kind[first]
-            cand[first_rows[~had[side[first_rows]]]] = False
+    # After a FIN the connection is closing (the ACK of the FIN, last segments): slow.
+    fin = (flo & FIN) != 0
+    if fin.any():
+        pos = np.arange(n)
+        last_fin = np.maximum.accumulate(np.where(fin, pos, -1))
+        pair_start = np.maximum.accumulate(np.where(new_pair, pos, 0))
+        cand &= last_fin < pair_start
 
     # A data segment that does not continue its side's previous one (retransmission, reorder)
     # is slow; this local check leaves the rounds below (which need the whole run) little to cut.
-    d_rows = np.flatnonzero(data)
-    if len(d_rows) > 1:
-        by_side = d_rows[np.argsort(side[d_rows], kind="stable")]
-        prev, cur = by_side[:-1], by_side[1:]
-        expect = (seq[prev] + pw[prev] + ((fl[prev] & SYN) != 0)) & MASK
-        cand[cur[(side[cur] == side[prev]) & (seq[cur] != expect)]] = False
+    for side in (sao, ~sao):
+        d = np.flatnonzero(data & side)
+        if len(d) > 1:
+            prev, cur = d[:-1], d[1:]
+            expect = (seqo[prev] + pwo[prev] + ((flo[prev] & SYN) != 0)) & MASK
+            cand[cur[(go[cur] == go[prev]) & (seqo[cur] != expect)]] = False
 
-    order = np.argsort(g, kind="stable")
-    # After a FIN the connection is closing (the ACK of the FIN, last segments): slow.
-    fin = (fl[order] & FIN) != 0
-    if fin.any():
-        count = np.cumsum(fin)
-        group_start = np.ones(n, dtype=bool)
-        group_start[1:] = g[order][1:] != g[order][:-1]
-        starts = np.flatnonzero(group_start)
-        before = (count - fin)[starts][np.cumsum(group_start) - 1]
-        cand[order[count - before > 0]] = False
-    gs, sas, seqs, acks = g[order], sa[order], seq[order], ack[order]
-    pls, datas, acking = pl[order], data[order], has_ack[order]
+    acko = ack[order]
+    acking = (flo & ACK) != 0
+    pure_ack = ~data & acking
     rounds = 0
     while True:
-        c = cand[order]
-        start = c.copy()
-        start[1:] &= ~c[:-1] | (gs[1:] != gs[:-1])
-        run = np.cumsum(start) - 1
-        run = np.where(c, run, -1)
-        n_runs = int(start.sum())
-        if n_runs == 0:
+        start = cand.copy()
+        start[1:] &= ~cand[:-1] | new_pair[1:]
+        idx = np.flatnonzero(cand)  # positions of run rows
+        if len(idx) == 0:
             return None
-        idx = np.flatnonzero(c)  # positions (in `order`) of run rows
-        r_run, r_sa = run[idx], sas[idx]
-        r_slot = 2 * r_run + (~r_sa)  # the sending side's slot
-        r_other = 2 * r_run + r_sa  # the other side's slot
-        r_len = pls[idx]
+        is_first = start[idx]
+        firsts = np.flatnonzero(is_first)  # index into idx of each run's first row
+        r_run = np.cumsum(is_first) - 1
+        n_runs = len(firsts)
+        r_sa, r_len = sao[idx], pwo[idx]
+        # Bytes each side sent earlier in the run.
         bytes_a = np.where(r_sa, r_len, 0)
-        bytes_b = np.where(r_sa, 0, r_len)
+        bytes_b = r_len - bytes_a
         ca = np.cumsum(bytes_a) - bytes_a
         cb = np.cumsum(bytes_b) - bytes_b
-        firsts = np.flatnonzero(start[idx])  # index into idx of each run's first row
-        seg = np.cumsum(start[idx]) - 1
-        ca -= ca[firsts][seg]
-        cb -= cb[firsts][seg]
+        run_first = firsts[r_run]
+        ca -= ca[run_first]
+        cb -= cb[run_first]
         own = np.where(r_sa, ca, cb)  # bytes this side sent earlier in the run
-        other = np.where(r_sa, cb, ca)
-        # Data continues the side's previous data: seq minus bytes before is the same value.
-        r_data = datas[idx]
-        rel_seq = (seqs[idx] - own) & MASK
+        # Data continues the side's previous data: seq minus bytes before is one value per side;
+        # acks, relative to the first ACK for that side in the run, stay within _REACH.
+        rel_seq = (seqo[idx] - own) & MASK
+        rel_ack = (acko[idx] - (ca + cb - own)) & MASK
+        r_data, r_acking = data[idx], acking[idx]
         base = np.full(2 * n_runs, -1, dtype=np.int64)
-        d_pos = np.flatnonzero(r_data)
-        if len(d_pos):
-            slots_d = r_slot[d_pos]
-            uniq, first = np.unique(slots_d, return_index=True)
-            base[uniq] = rel_seq[d_pos[first]]
-        fail = r_data & (rel_seq != base[r_slot])
-        # Acks: relative to the first ACK for that side in the run, within _REACH.
-        r_ack = acking[idx]
-        rel_ack = (acks[idx] - other) & MASK
         ack_ref = np.full(2 * n_runs, -1, dtype=np.int64)
-        a_pos = np.flatnonzero(r_ack)
-        s = np.zeros(len(idx), dtype=np.int64)
-        if len(a_pos):
-            slots_a = r_other[a_pos]
-            uniq, first = np.unique(slots_a, return_index=True)
-            ack_ref[uniq] = rel_ack[a_pos[first]]
-            s[a_pos] = ((rel_ack[a_pos] - ack_ref[slots_a] + HALF) & MASK) - HALF
-            fail[a_pos] |= np.abs(s[a_pos]) >= _REACH
+        s_ack = np.zeros(len(idx), dtype=np.int64)
+        fail = np.zeros(len(idx), dtype=bool)
+        sides = (np.flatnonzero(r_sa), np.flatnonzero(~r_sa))  # index into idx, per side
+        for side, rows in enumerate(sides):
+            slot = 2 * r_run[rows] + side  # non-decreasing
+            d = r_data[rows]
+            if d.any():
+                dr, ds = rows[d], slot[d]
+                f = _starts(ds)
+                base[ds[f]] = rel_seq[dr[f]]
+                fail[dr] |= rel_seq[dr] != base[ds]
+            a = r_acking[rows]
+            if a.any():
+                ar, other = rows[a], slot[a] ^ 1  # acks sent by this side are for the other
+                f = _starts(other)
+                ack_ref[other[f]] = rel_ack[ar[f]]
+                s = ((rel_ack[ar] - ack_ref[other] + HALF) & MASK) - HALF
+                s_ack[ar] = s
+                fail[ar] |= np.abs(s) >= _REACH
         if not fail.any():
             break
-        fail_pos = idx[fail]
+        fail_pos = np.flatnonzero(fail)
         rounds += 1
         if rounds <= _CUT_ROUNDS:
             # Cut: the first failing row of each run becomes slow; the rows after it form a
             # new run (next round).
-            _, first = np.unique(run[fail_pos], return_index=True)
-            cand[order[fail_pos[first]]] = False
+            cand[idx[fail_pos[_starts(r_run[fail_pos])]]] = False
         else:  # many failures (e.g. every packet captured twice): the runs go slow
-            cand[order[np.isin(run, np.unique(run[fail_pos]))]] = False
+            bad = np.zeros(n_runs, dtype=bool)
+            bad[r_run[fail_pos]] = True
+            cand[idx[bad[r_run]]] = False
 
-    ack_max = np.full(2 * n_runs, -(1 << 62), dtype=np.int64)
-    if len(a_pos):
-        np.maximum.at(ack_max, r_other[a_pos], s[a_pos])
-    last_ack = np.full(2 * n_runs, -1, dtype=np.int64)
-    if len(a_pos):
-        newest = a_pos[::-1]
-        uniq, first = np.unique(r_other[newest], return_index=True)
-        last_ack[uniq] = acks[idx][newest[first]]
-    need_a = np.zeros(2 * n_runs, dtype=bool)
-    need_a[r_slot[~r_data & r_ack]] = True
-    packets = np.bincount(r_slot, minlength=2 * n_runs)
-    nbytes = np.bincount(r_slot, weights=r_len, minlength=2 * n_runs).astype(np.int64)
+    # Per side of each run: what `take` adds, and what it checks.
+    slots = 2 * n_runs
+    ack_max = np.full(slots, -(1 << 62), dtype=np.int64)
+    last_ack = np.full(slots, -1, dtype=np.int64)
+    first_data = np.full(slots, -1, dtype=np.int64)
+    first_ack = np.full(slots, -1, dtype=np.int64)
+    tail_lo = np.zeros(slots, dtype=np.int64)
+    tail_hi = np.zeros(slots, dtype=np.int64)
+    tail_offset: list[np.ndarray] = []
+    tail_len: list[np.ndarray] = []
+    n_tail = 0
+    r_pure = pure_ack[idx]
+    r_po = po[order[idx]]
+    for side, rows in enumerate(sides):
+        slot = 2 * r_run[rows] + side
+        a = r_acking[rows]
+        if a.any():
+            ar, other = rows[a], slot[a] ^ 1
+            f = _starts(other)
+            ack_max[other[f]] = np.maximum.reduceat(s_ack[ar], f)
+            last = _ends(other)
+            last_ack[other[last]] = acko[idx[ar[last]]]
+        p = r_pure[rows]
+        if p.any():
+            ps = slot[p]
+            f = _starts(ps)
+            first_ack[ps[f]] = idx[rows[p][f]]
+        d = r_data[rows]
+        if d.any():
+            dr, ds = rows[d], slot[d]
+            f = _starts(ds)
+            first_data[ds[f]] = idx[dr[f]]
+            # The newest bytes each side delivered in the run, to compare later
+            # retransmissions with: per side, the rows whose later bytes are < RECENT_LIMIT.
+            lens = r_len[dr]
+            upto = np.cumsum(lens)
+            seg_end = upto[_ends(ds)]
+            after = np.repeat(seg_end, np.diff(np.append(f, len(ds)))) - upto
+            keep = np.flatnonzero(after < RECENT_LIMIT)
+            ks = ds[keep]
+            tail_offset.append(r_po[dr[keep]])
+            tail_len.append(lens[keep])
+            tail_lo[ks[_starts(ks)]] = n_tail + _starts(ks)
+            tail_hi[ks[_ends(ks)]] = n_tail + _ends(ks) + 1
+            n_tail += len(keep)
+    r_slot = 2 * r_run + ~r_sa
+    packets = np.bincount(r_slot, minlength=slots)
+    nbytes = np.bincount(r_slot, weights=r_len, minlength=slots).astype(np.int64)
 
-    rows = order[idx]
+    rows_of_runs = order[idx]
     kind = np.zeros(n, dtype=np.int8)
-    kind[rows] = IN_RUN
-    kind[rows[firsts]] = RUN_START
+    kind[rows_of_runs] = IN_RUN
+    kind[rows_of_runs[firsts]] = RUN_START
     run_of_row = np.full(n, -1, dtype=np.int64)
-    run_of_row[rows] = r_run
+    run_of_row[rows_of_runs] = r_run
     rel_off = np.zeros(n, dtype=np.int64)
-    rel_off[rows] = own
+    rel_off[rows_of_runs] = own
     lo = idx[firsts]
     hi = np.empty(n_runs, dtype=np.int64)
     hi[:-1] = idx[firsts[1:] - 1] + 1
     hi[-1] = idx[-1] + 1
     last_row = order[hi - 1]
-
-    # The newest bytes each side delivered in the run, to compare later retransmissions with.
-    tail_offset = tail_len = np.zeros(0, dtype=np.int64)
-    tail_lo = tail_hi = np.zeros(2 * n_runs, dtype=np.int64)
-    if len(d_pos):
-        d_rows, d_slots, d_len = rows[d_pos][::-1], r_slot[d_pos][::-1], r_len[d_pos][::-1]
-        by = np.argsort(d_slots, kind="stable")  # per slot, newest first
-        d_rows, d_slots, d_len = d_rows[by], d_slots[by], d_len[by]
-        after = np.cumsum(d_len) - d_len
-        slot_first = np.ones(len(d_slots), dtype=bool)
-        slot_first[1:] = d_slots[1:] != d_slots[:-1]
-        after -= after[np.flatnonzero(slot_first)][np.cumsum(slot_first) - 1]
-        wanted = after < RECENT_LIMIT
-        t_slots = d_slots[wanted]
-        tail_offset, tail_len = po[d_rows[wanted]], d_len[wanted]
-        all_slots = np.arange(2 * n_runs)
-        tail_lo = np.searchsorted(t_slots, all_slots, side="left")
-        tail_hi = np.searchsorted(t_slots, all_slots, side="right")
+    empty = np.zeros(0, dtype=np.int64)
     return RunPlan(
         kind=kind,
         run=run_of_row,
-        rel_off=rel_off.tolist(),
+        rel_off=rel_off,
         order=order,
         lo=lo.tolist(),
         hi=hi.tolist(),
         base=base.tolist(),
         ack_ref=ack_ref.tolist(),
         ack_max=ack_max.tolist(),
-        need_a=need_a.tolist(),
+        first_data=first_data.tolist(),
+        first_ack=first_ack.tolist(),
         packets=packets.tolist(),
         nbytes=nbytes.tolist(),
         last_ack=last_ack.tolist(),
-        tail_offset=tail_offset,
-        tail_len=tail_len,
+        tail_offset=np.concatenate(tail_offset) if tail_offset else empty,
+        tail_len=np.concatenate(tail_len) if tail_len else empty,
         tail_lo=tail_lo.tolist(),
         tail_hi=tail_hi.tolist(),
-        last_row=last_row.tolist(),
+        last_frame=number[last_row].tolist(),
+        last_ts=ts_ns[last_row].tolist(),
     )
 
 
-def take(
-    rp: RunPlan,
-    run: int,
-    conn: _Conn,
-    mv: memoryview,
-    number: list[int],
-    ts_ns: list[int],
-    pending: list[Direction],
-) -> bool:
+def take(rp: RunPlan, run: int, conn: _Conn, mv: memoryview, pending: list[Direction]) -> bool:
     """Add run `run` to `conn` at once if the connection's state allows it (see module
     docstring); False (and nothing changed) if its rows must take the per-packet path."""
     if conn.closed_ts >= 0:
@@ -275,32 +303,40 @@ def take(
     if da.slow or db.slow or da.zw or db.zw or da.nxt < 0 or db.nxt < 0:
         return False
     k = 2 * run
-    for slot, d in ((k, da), (k + 1, db)):
+    sides = ((k, da), (k + 1, db))
+    for slot, d in sides:
         base = rp.base[slot]
-        if base >= 0 and (base != d.nxt or not d.payload_bytes):
-            return False
-        if rp.need_a[slot] and not d.saw_pure_ack:
+        if base >= 0 and base != d.nxt:
             return False
         ref = rp.ack_ref[slot]
         if ref >= 0:
             c = ((ref - d.nxt + HALF) & MASK) - HALF
             if c <= -_REACH or c >= _REACH or c + rp.ack_max[slot] > 0:
                 return False
-    r = rp.last_row[run]
-    conn.last_frame = number[r]
-    conn.last_ts = ts_ns[r]
-    for slot, d in ((k, da), (k + 1, db)):
+    # History letters of a side's first data and first pure ACK, in frame order.
+    marks = []
+    for slot, d in sides:
+        if not d.payload_bytes and rp.first_data[slot] >= 0:
+            marks.append((rp.first_data[slot], "D", d))
+        if not d.saw_pure_ack and rp.first_ack[slot] >= 0:
+            marks.append((rp.first_ack[slot], "A", d))
+            d.saw_pure_ack = True
+    if marks:
+        marks.sort()
+        for _, letter, d in marks:
+            d.mark(letter)
+    conn.last_frame = rp.last_frame[run]
+    conn.last_ts = rp.last_ts[run]
+    for slot, d in sides:
         d.packets += rp.packets[slot]
         n = rp.nbytes[slot]
         if n:
             d.payload_bytes += n
             d.off += n
             d.nxt = (d.nxt + n) & MASK
-            lo, hi = rp.tail_lo[slot], rp.tail_hi[slot]
-            if hi > lo:
-                if d.pending is None:
-                    pending.append(d)
-                d.keep_tail(mv, rp.tail_offset, rp.tail_len, lo, hi)
+            if d.pending is None:
+                pending.append(d)
+            d.keep_tail(mv, rp.tail_offset, rp.tail_len, rp.tail_lo[slot], rp.tail_hi[slot])
         ack = rp.last_ack[slot]
         if ack >= 0:
             d.acked = ack

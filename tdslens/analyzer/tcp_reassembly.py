@@ -102,7 +102,7 @@ class Direction:
         self.midstream = True
         self.recent = bytearray()  # delivered bytes ending at `off`, for conflict checks
         # Bytes the fast lane delivered, not yet copied into `recent`: (buffer, payload offsets,
-        # lengths, lo, hi), newest first in [lo:hi]. Copied only if still needed at the batch
+        # lengths, lo, hi), oldest first in [lo:hi]. Copied only if still needed at the batch
         # end (most are acknowledged by then), or before `recent` is used.
         self.pending: tuple[memoryview, np.ndarray, np.ndarray, int, int] | None = None
         self.acked = -1  # the peer's latest raw ACK (for dropping `recent` once all is acked)
@@ -314,7 +314,7 @@ class Direction:
     def keep_tail(
         self, mv: memoryview, offsets: np.ndarray, lengths: np.ndarray, lo: int, hi: int
     ) -> None:
-        """The fast lane delivered these bytes (newest first in [lo:hi]); copy them lazily."""
+        """The fast lane delivered these bytes (oldest first in [lo:hi]); copy them lazily."""
         if self.pending is not None:
             self.settle()
         self.pending = (mv, offsets, lengths, lo, hi)
@@ -328,9 +328,7 @@ class Direction:
         self.recent += b"".join(
             [
                 mv[p : p + n]
-                for p, n in zip(
-                    offsets[lo:hi][::-1].tolist(), lengths[lo:hi][::-1].tolist(), strict=True
-                )
+                for p, n in zip(offsets[lo:hi].tolist(), lengths[lo:hi].tolist(), strict=True)
             ]
         )
         if len(self.recent) > RECENT_LIMIT:
