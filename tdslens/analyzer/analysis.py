@@ -18,6 +18,7 @@ from tdslens.analyzer.model import Analysis, ConnectionRecord, DnsRecord
 from tdslens.analyzer.packet_columns import UDP, PacketColumns, address_text
 from tdslens.analyzer.phases import ConnectionDissector
 from tdslens.analyzer.pipeline import CapturePipeline
+from tdslens.analyzer.tcp import TcpEngine
 from tdslens.analyzer.tcp_events import Endpoint, Gap, Payload, StreamEnd, StreamStart
 from tdslens.dissectors.dns import parse_dns
 from tdslens.dissectors.events import DnsMessage
@@ -99,6 +100,7 @@ def analyze(
     path: str | Path,
     keylog: KeyLogArg = None,
     progress: Callable[[int, int], None] | None = None,
+    plain: bool = False,
 ) -> Analysis:
     """Read the capture once and return what every connection in it did.
 
@@ -107,9 +109,11 @@ def analyze(
     read, OSError when a key log file cannot; damage later in the file is listed in
     ``Analysis.problems`` and everything before it is analysed. ``progress(done, total)`` is
     called after each batch with the file bytes read so far and the file size.
+    ``plain`` takes the straightforward path (no TCP fast lane, every byte buffered and
+    dissected): slower, and there only so tests can prove the shortcuts change no answer.
     """
     given = load_keylogs(keylog)
-    pipe = CapturePipeline(path)
+    pipe = CapturePipeline(path, engine=TcpEngine(fast_lane=False) if plain else None)
     secrets = CaptureSecrets(given, pipe.reader.secrets, requested=keylog is not None)
     open_conns: dict[int, ConnectionDissector] = {}
     records: list[ConnectionRecord] = []
@@ -123,7 +127,9 @@ def analyze(
             if type(event) is Payload:
                 open_conns[event.stream].on_payload(event)
             elif isinstance(event, StreamStart):
-                open_conns[event.stream] = ConnectionDissector(event, secrets if secrets else None)
+                open_conns[event.stream] = ConnectionDissector(
+                    event, secrets if secrets else None, skip_unread=not plain
+                )
             elif isinstance(event, Gap):
                 open_conns[event.stream].on_gap(event)
             elif isinstance(event, StreamEnd):

@@ -155,9 +155,13 @@ class _PhaseSpan:
 class ConnectionDissector:
     """Everything tdslens learns about one TCP connection, built from its TCP events."""
 
-    def __init__(self, start: StreamStart, secrets: SecretSource | None = None) -> None:
-        """``secrets``: a key log to decrypt TLS with; None (the usual case) decrypts nothing."""
+    def __init__(
+        self, start: StreamStart, secrets: SecretSource | None = None, skip_unread: bool = True
+    ) -> None:
+        """``secrets``: a key log to decrypt TLS with; None (the usual case) decrypts nothing.
+        ``skip_unread``: pass over the bodies no fact comes from (``TdsDirection``)."""
         self.start = start
+        self._skip_unread = skip_unread
         self._secrets = secrets
         self._decryptor: TlsDecryptor | None = None
         self._inner: dict[bool, TdsDirection] = {}  # plaintext of each direction, as TDS
@@ -258,10 +262,14 @@ class ConnectionDissector:
         hook = None
         if self._secrets is not None:
             self._decryptor = TlsDecryptor(self._secrets)
-            self._inner = {side: TdsDirection(from_client=side) for side in (True, False)}
+            self._inner = {
+                side: TdsDirection(from_client=side, skip_unread=self._skip_unread)
+                for side in (True, False)
+            }
             hook = self._on_tls_record
         self._dirs = {
-            side: TdsDirection(from_client=side, on_tls_record=hook) for side in (True, False)
+            side: TdsDirection(side, on_tls_record=hook, skip_unread=self._skip_unread)
+            for side in (True, False)
         }
         for p in held:
             self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
@@ -407,6 +415,8 @@ class ConnectionDissector:
 
     def _classify(self, e: ev.Event, from_client: bool) -> PhaseName | None:
         """Record the facts an event carries and say which phase it belongs to."""
+        if type(e) is ev.TdsPacket:  # the frames of data whose tokens are no longer read
+            return PhaseName.DATA if self._response_done else None
         if isinstance(e, ev.PreLogin):
             self._prelogin(e)
             return PhaseName.PRELOGIN
@@ -437,6 +447,10 @@ class ConnectionDissector:
         if isinstance(e, ev.EndOfResponse) and not self._response_done:
             if self.response is not None:
                 self._response_done = True
+                # The login is answered: tdslens reads no result tokens after it.
+                self._dirs[False].stop_reading_tokens()
+                if self._inner:
+                    self._inner[False].stop_reading_tokens()
                 return PhaseName.LOGIN_RESPONSE
             return PhaseName.DATA
         if isinstance(

@@ -30,6 +30,7 @@ from enum import Enum
 from .buffer import ReceiveBuffer, Spans
 from .events import (
     Attention,
+    EncryptedData,
     EndOfResponse,
     Event,
     FedAuthToken,
@@ -60,7 +61,7 @@ from .tds import (
     starts_tls,
     tls_record_plausible,
 )
-from .tls import RecordHook, TlsDissector
+from .tls import ContentType, RecordHook, TlsDissector
 from .tokens import TokenStream
 
 KEEP_CAP = 1 << 20  # PRELOGIN / LOGIN7 payloads are kept whole; real ones are < 10 KB
@@ -189,16 +190,45 @@ class _Message:
                 self.frames.append(f)
 
 
+@dataclass(slots=True)
+class _Unread:
+    """A unit whose body nobody reads (see ``TdsDirection.skip_unread``): its bytes are counted
+    and the frames they came in noted as they arrive, never buffered or copied."""
+
+    head: bytes  # the TDS packet header, or the TLS record header
+    tls: bool
+    total: int  # the unit's length, header included
+    buffered: int  # bytes of it that were in the buffer when skipping began (already dropped)
+    left: int  # bytes still to come
+    offset: int
+    frames: list[int]
+
+
 def _tls_payload(payload: bytes) -> bool:
     return len(payload) >= 3 and starts_tls(payload[0]) and payload[1] == 3
 
 
 class TdsDirection:
-    """One direction (client→server or server→client) of one TDS connection."""
+    """One direction (client→server or server→client) of one TDS connection.
 
-    def __init__(self, from_client: bool, on_tls_record: RecordHook | None = None) -> None:
+    Bulk data is most of a busy capture's bytes and tdslens reads none of it: the body of a TLS
+    application-data record (opaque without a key log) and, after ``stop_reading_tokens``, the
+    body of a response packet. With ``skip_unread`` (the default) such a body is passed over by
+    its length as it arrives, never buffered; False buffers and parses it like every other unit
+    (the plain path, which tests compare against: the events are the same).
+    """
+
+    def __init__(
+        self,
+        from_client: bool,
+        on_tls_record: RecordHook | None = None,
+        skip_unread: bool = True,
+    ) -> None:
         """``on_tls_record`` sees every TLS record of this direction (see ``TlsDissector``)."""
         self.from_client = from_client
+        self.skip_unread = skip_unread
+        self._read_tokens = True
+        self._unread: _Unread | None = None
         self.phase = Phase.INITIAL
         self.buf = ReceiveBuffer(cap=HEADER_LEN + 0xFFFF)
         self.tls = TlsDissector(from_client, on_tls_record)
@@ -216,6 +246,17 @@ class TdsDirection:
         out: list[Event] = []
         if self.phase is Phase.CLOSED or not data:
             return out
+        unread = self._unread
+        if unread is not None:  # the hot path of bulk data: count, note the frame, move on
+            if frame != unread.frames[-1]:
+                unread.frames.append(frame)
+            if len(data) < unread.left:
+                unread.left -= len(data)
+                return out
+            data = data[unread.left :]
+            self._end_unread(out)
+            if not data:
+                return out
         if self._skip:
             k = min(self._skip, len(data))
             self._skip -= k
@@ -230,10 +271,22 @@ class TdsDirection:
     def gap(self, length: int, frame: int) -> list[Event]:
         """The capture lost ``length`` bytes. If they fall inside a unit whose header we hold,
         we stay in step (the unit is damaged); otherwise we lose sync and scan for a header."""
+        unread, self._unread = self._unread, None
+        if unread is not None:  # account for the bytes passed over, as if they were buffered
+            self.buf.advance_stream(unread.total - unread.buffered - unread.left)
         out: list[Event] = [Gap(frames=(frame,), offset=self.buf.end_offset, length=length)]
         if length <= 0 or self.phase is Phase.CLOSED:
             return out
         buf = self.buf
+        if unread is not None and length <= unread.left:  # still inside the unit: damaged
+            self._skip = unread.left - length
+            buf.advance_stream(length)
+            frames = tuple(unread.frames)
+            if not unread.tls:
+                self._packet(unread.head, None, (), frames, unread.offset, out)
+            elif self.phase not in (Phase.TLS_FIRST, Phase.ENCRYPTED):
+                self._enter(U.TLS_RAW, frames, unread.offset, out)
+            return out
         if self._skip and length <= self._skip:  # still inside the unit a gap already damaged
             self._skip -= length
             buf.advance_stream(length)
@@ -263,9 +316,30 @@ class TdsDirection:
         """
         self.tokens.tds_version = version
 
+    def stop_reading_tokens(self) -> None:
+        """The login is answered: later responses are framed (packets, messages, their frames)
+        but their tokens are not parsed. The connection layer calls this in both paths."""
+        self._read_tokens = False
+        self.tokens.abandon()  # a response begun in the same chunk: drop it, no false damage
+
     def eof(self) -> list[Event]:
         out: list[Event] = []
         if self.phase is Phase.CLOSED:
+            return out
+        unread, self._unread = self._unread, None
+        if unread is not None:
+            seen = unread.total - unread.left
+            out.append(
+                Malformed(
+                    frames=tuple(unread.frames),
+                    offset=unread.offset,
+                    code=MalformedCode.TRUNCATED,
+                    what="TLS record" if unread.tls else "TDS packet",
+                    detail=f"the stream ended {seen} bytes into a unit",
+                )
+            )
+            self._abort_message(out, "the stream ended before the message's EOM packet")
+            self.phase = Phase.CLOSED
             return out
         buf = self.buf
         if self._desync and len(buf) and self._resync(out, final=True):
@@ -310,6 +384,14 @@ class TdsDirection:
                     self._lose_sync(out, buf.frames(TLS_HEADER_LEN), buf.offset)
                     continue
                 total = TLS_HEADER_LEN + buf.unpack(TLS_HEADER)[2]
+                if self._tls_body_unread():
+                    if len(buf) < total:
+                        self._begin_unread(True, TLS_HEADER_LEN, total)
+                        return
+                    frames, offset = buf.frames(total), buf.offset
+                    buf.skip(total)
+                    self._unread_record(frames, offset, total, out)
+                    continue
                 if len(buf) < total:
                     buf.need = total
                     return
@@ -325,13 +407,80 @@ class TdsDirection:
                 continue
             total = HEADER.unpack(head)[2]
             if len(buf) < total:
-                buf.need = total
+                if self._response_body_unread(head):
+                    self._begin_unread(False, HEADER_LEN, total)
+                else:
+                    buf.need = total
                 return
             frames, offset = buf.frames(total), buf.offset
             buf.skip(HEADER_LEN)
             spans = buf.spans(total - HEADER_LEN)
             payload = buf.take(total - HEADER_LEN)
             self._packet(head, payload, spans, frames, offset, out)
+
+    # -- bodies nobody reads ----------------------------------------------------------------
+
+    def _tls_body_unread(self) -> bool:
+        """An application-data record's body is opaque unless a decryptor wants the record."""
+        tls = self.tls
+        return (
+            self.skip_unread
+            and self.buf.byte() == ContentType.APPLICATION_DATA
+            and tls.on_record is None
+            and not tls.broken
+            and not self._tls_resync
+            and not len(tls.records)
+        )
+
+    def _response_body_unread(self, head: bytes) -> bool:
+        """A response packet after the login, in clear TDS (not TLS riding in it)."""
+        buf = self.buf
+        msg = self._msg
+        return (
+            self.skip_unread
+            and not self._read_tokens
+            and not self.from_client
+            and self.phase is Phase.SESSION
+            and head[0] == PacketType.TABULAR_RESULT
+            and (msg is None or msg.unit is U.RESPONSE)
+            and len(buf) >= HEADER_LEN + 3
+            and not _tls_payload(buf.peek(3, HEADER_LEN))
+        )
+
+    def _begin_unread(self, tls: bool, head_len: int, total: int) -> None:
+        buf = self.buf
+        have = len(buf)
+        self._unread = _Unread(
+            head=buf.peek(head_len),
+            tls=tls,
+            total=total,
+            buffered=have,
+            left=total - have,
+            offset=buf.offset,
+            frames=list(buf.frames(have)),
+        )
+        buf.clear()
+
+    def _end_unread(self, out: list[Event]) -> None:
+        """The last byte of the unit arrived: report it as the buffered path would have."""
+        u, self._unread = self._unread, None
+        assert u is not None
+        self.buf.advance_stream(u.total - u.buffered)
+        frames = tuple(u.frames)
+        if u.tls:
+            self._unread_record(frames, u.offset, u.total, out)
+        else:
+            self._packet(u.head, b"", (), frames, u.offset, out)
+
+    def _unread_record(self, frames: tuple[int, ...], offset: int, total: int, out) -> None:
+        """What ``_tls_raw`` makes of an application-data record, without its bytes."""
+        self._abort_message(out, "a TLS record arrived before the message's EOM packet")
+        self._enter(U.TLS_RAW, frames, offset, out)
+        out.append(
+            EncryptedData(
+                frames=frames, offset=offset, length=total - TLS_HEADER_LEN, carrier=TlsCarrier.RAW
+            )
+        )
 
     def _lose_sync(
         self, out: list[Event], frames: tuple[int, ...], offset: int, report: bool = True
@@ -459,7 +608,8 @@ class TdsDirection:
                 self._restart_tls()
             out += self.tls.feed(payload, spans, TlsCarrier.TDS)
         elif msg.unit is U.RESPONSE:
-            out += self.tokens.feed(payload, spans)
+            if self._read_tokens:
+                out += self.tokens.feed(payload, spans)
         elif msg.payload is not None and not msg.damaged:
             limit = RPC_HEAD if msg.unit is U.REQUEST else KEEP_CAP
             room = limit - len(msg.payload)
