@@ -51,8 +51,7 @@ _CUT_ROUNDS = 4  # rounds of cutting runs at a failing row before giving up on t
 
 @dataclass(slots=True)
 class RunPlan:
-    """The runs of one batch. Per-side lists are indexed by ``2 * run + (0 side a, 1 side b)``;
-    "positions" index `order`."""
+    """The runs of one batch. "Positions" index `order`."""
 
     kind: np.ndarray  # int8 per row: SLOW, IN_RUN or RUN_START
     run: np.ndarray  # int64 per row: run id, -1 for slow rows
@@ -60,22 +59,29 @@ class RunPlan:
     order: np.ndarray  # rows sorted by (pair, frame): a run is order[lo[run]:hi[run]]
     lo: list[int]
     hi: list[int]
-    base: list[int]  # per side: raw seq its first data must start at; -1: no data in the run
-    ack_ref: list[int]  # per side: an ACK for it (minus the run's bytes before); -1: none
-    ack_max: list[int]  # per side: how far beyond ack_ref the furthest such ACK reaches
-    first_data: list[int]  # per side: position of its first data row in the run; -1: none
-    first_ack: list[int]  # per side: position of its first pure ACK in the run; -1: none
-    packets: list[int]  # per side
-    nbytes: list[int]  # per side
-    last_ack: list[int]  # per side: the last raw ACK for it in the run; -1: none
-    # The newest bytes (up to RECENT_LIMIT) of each side: payload offsets and lengths, oldest
-    # first; a side's are [tail_lo[side]:tail_hi[side]].
-    tail_offset: np.ndarray
-    tail_len: np.ndarray
-    tail_lo: list[int]
-    tail_hi: list[int]
     last_frame: list[int]  # per run: frame number and time of its last row
     last_ts: list[int]
+    # Per run, for side a and side b (``sides[run][0]``, ``[1]``), what `take` checks and adds,
+    # in the order of SIDE_FIELDS. One list per side: `take` unpacks it in one step.
+    sides: list[list[list[int]]]
+    # The newest bytes (up to RECENT_LIMIT) of each side: payload offsets and lengths, oldest
+    # first; a side's are [tail_lo:tail_hi].
+    tail_offset: np.ndarray
+    tail_len: np.ndarray
+
+
+SIDE_FIELDS = (
+    "base",  # raw seq the side's first data in the run must start at; -1: no data
+    "ack_ref",  # an ACK for the side (minus the run's bytes before it); -1: none
+    "ack_max",  # how far beyond ack_ref the furthest such ACK reaches
+    "first_data",  # position of the side's first data row in the run; -1: none
+    "first_ack",  # position of its first pure ACK in the run; -1: none
+    "packets",
+    "nbytes",
+    "last_ack",  # the last raw ACK for the side in the run; -1: none
+    "tail_lo",
+    "tail_hi",
+)
 
 
 FastPlan = RunPlan  # the name earlier versions used
@@ -269,6 +275,8 @@ def plan(
     hi[:-1] = idx[firsts[1:] - 1] + 1
     hi[-1] = idx[-1] + 1
     last_row = order[hi - 1]
+    per_side = (base, ack_ref, ack_max, first_data, first_ack, packets, nbytes, last_ack)
+    per_side += (tail_lo, tail_hi)
     empty = np.zeros(0, dtype=np.int64)
     return RunPlan(
         kind=kind,
@@ -277,20 +285,11 @@ def plan(
         order=order,
         lo=lo.tolist(),
         hi=hi.tolist(),
-        base=base.tolist(),
-        ack_ref=ack_ref.tolist(),
-        ack_max=ack_max.tolist(),
-        first_data=first_data.tolist(),
-        first_ack=first_ack.tolist(),
-        packets=packets.tolist(),
-        nbytes=nbytes.tolist(),
-        last_ack=last_ack.tolist(),
-        tail_offset=np.concatenate(tail_offset) if tail_offset else empty,
-        tail_len=np.concatenate(tail_len) if tail_len else empty,
-        tail_lo=tail_lo.tolist(),
-        tail_hi=tail_hi.tolist(),
         last_frame=number[last_row].tolist(),
         last_ts=ts_ns[last_row].tolist(),
+        sides=np.stack(per_side, axis=1).reshape(n_runs, 2, len(SIDE_FIELDS)).tolist(),
+        tail_offset=np.concatenate(tail_offset) if tail_offset else empty,
+        tail_len=np.concatenate(tail_len) if tail_len else empty,
     )
 
 
@@ -302,24 +301,23 @@ def take(rp: RunPlan, run: int, conn: _Conn, mv: memoryview, pending: list[Direc
     da, db = conn.da, conn.db
     if da.slow or db.slow or da.zw or db.zw or da.nxt < 0 or db.nxt < 0:
         return False
-    k = 2 * run
-    sides = ((k, da), (k + 1, db))
-    for slot, d in sides:
-        base = rp.base[slot]
+    side_a, side_b = rp.sides[run]
+    sides = ((da, side_a), (db, side_b))
+    for d, side in sides:
+        base, ref = side[0], side[1]
         if base >= 0 and base != d.nxt:
             return False
-        ref = rp.ack_ref[slot]
         if ref >= 0:
             c = ((ref - d.nxt + HALF) & MASK) - HALF
-            if c <= -_REACH or c >= _REACH or c + rp.ack_max[slot] > 0:
+            if c <= -_REACH or c >= _REACH or c + side[2] > 0:
                 return False
     # History letters of a side's first data and first pure ACK, in frame order.
     marks = []
-    for slot, d in sides:
-        if not d.payload_bytes and rp.first_data[slot] >= 0:
-            marks.append((rp.first_data[slot], "D", d))
-        if not d.saw_pure_ack and rp.first_ack[slot] >= 0:
-            marks.append((rp.first_ack[slot], "A", d))
+    for d, side in sides:
+        if side[3] >= 0 and not d.payload_bytes:
+            marks.append((side[3], "D", d))
+        if side[4] >= 0 and not d.saw_pure_ack:
+            marks.append((side[4], "A", d))
             d.saw_pure_ack = True
     if marks:
         marks.sort()
@@ -327,17 +325,15 @@ def take(rp: RunPlan, run: int, conn: _Conn, mv: memoryview, pending: list[Direc
             d.mark(letter)
     conn.last_frame = rp.last_frame[run]
     conn.last_ts = rp.last_ts[run]
-    for slot, d in sides:
-        d.packets += rp.packets[slot]
-        n = rp.nbytes[slot]
+    for d, (_, _, _, _, _, packets, n, last_ack, tail_lo, tail_hi) in sides:
+        d.packets += packets
         if n:
             d.payload_bytes += n
             d.off += n
             d.nxt = (d.nxt + n) & MASK
             if d.pending is None:
                 pending.append(d)
-            d.keep_tail(mv, rp.tail_offset, rp.tail_len, rp.tail_lo[slot], rp.tail_hi[slot])
-        ack = rp.last_ack[slot]
-        if ack >= 0:
-            d.acked = ack
+            d.keep_tail(mv, rp.tail_offset, rp.tail_len, tail_lo, tail_hi)
+        if last_ack >= 0:
+            d.acked = last_ack
     return True

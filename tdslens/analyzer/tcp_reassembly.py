@@ -320,19 +320,30 @@ class Direction:
         self.pending = (mv, offsets, lengths, lo, hi)
 
     def settle(self) -> None:
-        """Copy the pending fast-lane bytes into `recent` (as if delivered one by one, then
-        trimmed once)."""
+        """Copy the pending fast-lane bytes into `recent`, as if delivered one by one and then
+        trimmed once; only the bytes that survive the trim are copied."""
         assert self.pending is not None
         mv, offsets, lengths, lo, hi = self.pending
         self.pending = None
-        self.recent += b"".join(
-            [
-                mv[p : p + n]
-                for p, n in zip(offsets[lo:hi].tolist(), lengths[lo:hi].tolist(), strict=True)
-            ]
-        )
-        if len(self.recent) > RECENT_LIMIT:
-            self.trim_recent()
+        offs, lens = offsets[lo:hi].tolist(), lengths[lo:hi].tolist()
+        total = len(self.recent) + sum(lens)
+        if total <= RECENT_LIMIT:
+            self.recent += b"".join([mv[p : p + n] for p, n in zip(offs, lens, strict=True)])
+            return
+        # Trimmed: keep the newest RECENT_KEEP bytes, taking segments from the newest back.
+        parts: list[memoryview | bytearray] = []
+        need = RECENT_KEEP
+        for p, n in zip(reversed(offs), reversed(lens), strict=True):
+            if n >= need:
+                parts.append(mv[p + n - need : p + n])
+                need = 0
+                break
+            parts.append(mv[p : p + n])
+            need -= n
+        if need:
+            parts.append(self.recent[len(self.recent) - need :])
+        parts.reverse()
+        self.recent = bytearray().join(parts)
 
     def trim_recent(self) -> None:
         """Keep the newest RECENT_KEEP bytes: retransmissions repeat recent, unacked data.
