@@ -856,3 +856,93 @@ def test_a_login_to_another_server_behind_the_same_gateway_is_a_new_attempt(tmp_
         (GATEWAY_NAME, [0], 1),
         ("other.database.windows.net", [1, 2], 2),
     ]
+
+
+# -- one finding per problem -------------------------------------------------------------------
+
+
+def _ignoring_cleartext_driver() -> list:
+    """A cleartext routing token, then a query on the gateway leg; no answer, the driver waits
+    2 s and hangs up (python-tds 1.9 does this, then retries the whole login)."""
+    return [
+        *clear_routed_gateway(WORKER_NAME, 11042),
+        (True, message(0x01, "select 1".encode("utf-16-le")), 0.001),
+        (True, b"", 2.0),
+    ]
+
+
+def test_a_driver_ignoring_routing_on_every_try_is_one_finding(tmp_path):
+    tries = [
+        _packets(Session(("10.0.0.2", 50000 + i), GW, i * 4.0, _ignoring_cleartext_driver()))
+        for i in range(3)
+    ]
+    a = write(tmp_path, *tries)
+    (attempt,) = a.attempts
+    assert attempt.tries == 3
+    (f,) = [f for f in a.findings if f.code == "REDIRECT_NOT_FOLLOWED"]
+    assert f.connections == [0, 1, 2]
+    assert "3 tries, all ignored the routing token" in f.title
+    assert set(f.frames) >= {r.frames[0] for r in a.redirects}
+    assert attempt.verdict.finding == "REDIRECT_NOT_FOLLOWED"
+
+
+def test_whole_login_retries_blocked_each_time_are_one_finding_per_attempt(tmp_path):
+    """Two clients, each retrying its login twice into a blocked redirect: one finding per
+    client's attempt (never merged across attempts), each listing both of its tries."""
+    parts = []
+    for client in ("10.0.0.2", "10.0.0.3"):
+        for i in range(2):
+            t = i * 2.0 + (0.5 if client.endswith("3") else 0.0)
+            parts.append(_packets(Session((client, 50000 + 2 * i), GW, t, encrypted_gateway())))
+            parts.append(
+                _packets(
+                    Session((client, 50001 + 2 * i), WK, t + 0.05, syn="drop", syn_times=(0, 1))
+                )
+            )
+    a = write(tmp_path, *parts)
+    assert len(a.redirects) == 4 and len(a.attempts) == 2
+    blocked = [f for f in a.findings if f.code == "REDIRECT_BLOCKED"]
+    assert len(blocked) == 2
+    for attempt, f in zip(a.attempts, blocked, strict=True):
+        assert f.connections == sorted(attempt.connections)
+        assert "4 SYN(s) in 2 tries over 2 logins" in f.title
+        assert attempt.verdict.finding == "REDIRECT_BLOCKED"
+
+
+def test_the_same_login_failure_on_every_try_is_one_finding_a_new_one_is_another(tmp_path):
+    def failed(state: int) -> list:
+        return clear_login_failed(18456, state)
+
+    a = write(
+        tmp_path,
+        *[_packets(Session(("10.0.0.2", 50000 + i), GW, i * 1.0, failed(8))) for i in range(3)],
+        _packets(Session(("10.0.0.2", 50003), GW, 3.0, failed(38))),
+    )
+    (attempt,) = a.attempts
+    failures = [f for f in a.findings if f.code == "LOGIN_FAILED"]
+    assert [(f.title, f.connections) for f in failures] == [
+        ("Login failed: error 18456 state 8 (3 tries)", [0, 1, 2]),
+        ("Login failed: error 18456 state 38", [3]),
+    ]
+    assert attempt.verdict.summary.endswith("Login failed: error 18456 state 38")
+
+
+def test_proxy_sessions_are_one_info_finding_for_the_capture(tmp_path):
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.0, encrypted_session(GATEWAY_NAME))),
+        _packets(Session(("10.0.0.3", 50000), GW, 0.1, encrypted_session(GATEWAY_NAME))),
+        _packets(
+            Session(
+                ("10.0.0.2", 50001),
+                ("10.0.1.11", 1433),
+                0.2,
+                encrypted_session("other.database.windows.net"),
+            )
+        ),
+    )
+    (f,) = [f for f in a.findings if f.code == "PROXY_POLICY_IN_USE"]
+    assert f.severity is Severity.INFO and f.connections == [0, 1, 2]
+    assert f.title.startswith("3 Azure SQL sessions")
+    assert GATEWAY_NAME in f.detail and "other.database.windows.net" in f.detail
+    assert [x.verdict.result for x in a.attempts] == ["ok", "ok", "ok"]

@@ -200,6 +200,22 @@ def test_one_client_request_is_one_attempt(path, keys):
     assert attempt.tries == len([c for c in tcp if c["role"] not in ("worker", "replica")])
 
 
+@pytest.mark.parametrize("path", EXPECTED, ids=_ids(EXPECTED))
+def test_one_finding_per_problem(path):
+    """A problem every try of an attempt met is one finding listing every try (python-tds 1.9
+    ignores the routing on all five tries: one REDIRECT_NOT_FOLLOWED over the five gateway
+    legs), and the proxy sessions of a capture are one info finding."""
+    _, a = _load(path)
+    for attempt in a.attempts:
+        found = [a.findings[i] for i in attempt.findings]
+        codes = [f.code for f in found if f.severity is Severity.ERROR]
+        assert len(codes) == len(set(codes)), codes
+        for f in found:
+            if f.code.startswith("REDIRECT_"):
+                assert {r.gateway for r in a.redirects} <= set(f.connections)
+    assert [f.code for f in a.findings].count("PROXY_POLICY_IN_USE") <= 1
+
+
 def test_blocked_redirect_lists_the_syn_retransmissions():
     path = SAMPLES / "redirect_blocked__tedious.json"
     if not path.exists():

@@ -9,6 +9,12 @@ a newcomer should find it by its code. Three kinds of rule, run in this order:
   old TDS version, damaged capture; they never decide a verdict on their own;
 - **redirect rules**: the outcome of a gateway → second-leg link.
 
+One finding per problem, not per connection: a driver that retries a whole login meets the
+same failure on every try, so the redirects of one attempt with the same outcome and target make
+one finding, and so do one attempt's connection failures with the same code and title; its
+evidence lists every try. Different attempts, or different problems, stay apart. Proxy
+sessions are one info finding for the capture.
+
 A second leg's own failure is reported as REDIRECT_LOGIN_FAILED (the failure inside says which
 phase), its unanswered or refused SYNs as REDIRECT_BLOCKED / REDIRECT_REFUSED, so the code
 always says where to look. The codes themselves, their severities and remedies are in
@@ -18,6 +24,7 @@ finding_codes.py (stable API); titles and details written here may change.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from tdslens.analyzer import roles as r
 from tdslens.analyzer.correlate import Context
@@ -48,13 +55,65 @@ def diagnose(ctx: Context) -> list[Finding]:
             out.append(failure)
         for rule in SIDE_RULES:
             out.extend(rule(ctx, c, role))
-    for red in ctx.analysis.redirects:
-        f = redirect_finding(ctx, red)
+    out = merge_repeated_tries(ctx, out)
+    for reds in _same_problem(ctx):
+        f = redirect_finding(ctx, reds)
         if f is not None:
             out.append(f)
+    out.extend(proxy_policy(ctx))
     out.extend(capture_findings(ctx))
     out.extend(port_filter_suspected(ctx, out))
     return out
+
+
+def merge_repeated_tries(ctx: Context, found: list[Finding]) -> list[Finding]:
+    """One finding per attempt and problem: the same code and title on several tries of one
+    attempt (a driver retrying its login) become one finding listing every try."""
+    attempt_of = {x.stream: x.attempt for x in ctx.analysis.roles}
+    groups: list[list[Finding]] = []
+    where: dict[tuple[int, str, str], int] = {}  # (attempt, code, title) -> index in groups
+    for f in found:
+        attempts = {attempt_of.get(s) for s in f.connections}
+        attempt = attempts.pop() if len(attempts) == 1 else None
+        key = (attempt, f.code, f.title) if attempt is not None else None
+        if key is not None and key in where:
+            groups[where[key]].append(f)
+            continue
+        if key is not None:
+            where[key] = len(groups)
+        groups.append([f])
+    return [fs[0] if len(fs) == 1 else _one_for_all(fs) for fs in groups]
+
+
+def _one_for_all(same: list[Finding]) -> Finding:
+    """Findings of one problem on several tries, as one: the first's words, every try's proof."""
+    first = same[0]
+    streams = sorted({s for f in same for s in f.connections})
+    return replace(
+        first,
+        title=f"{first.title} ({len(same)} tries)",
+        detail=f"{first.detail} Every try of this attempt ended the same way "
+        f"(streams {_list(streams)}).",
+        connections=streams,
+        frames=sorted({x for f in same for x in f.frames}),
+    )
+
+
+def _list(items: list[int]) -> str:
+    return ", ".join(str(i) for i in items)
+
+
+def _same_problem(ctx: Context) -> list[list[Redirect]]:
+    """The capture's redirects, grouped: one attempt's redirects with the same outcome and
+    target (the routed port, and the routed host when a token named it) are one problem."""
+    attempt_of = {x.stream: x.attempt for x in ctx.analysis.roles}
+    groups: dict[tuple, list[Redirect]] = {}
+    for i, red in enumerate(ctx.analysis.redirects):
+        attempt = attempt_of.get(red.gateway)
+        host = red.target_host if red.evidence is LinkEvidence.ROUTING_TOKEN else None
+        key = (attempt, red.outcome, red.target_port, host) if attempt is not None else (i,)
+        groups.setdefault(key, []).append(red)
+    return list(groups.values())
 
 
 def port_filter_suspected(ctx: Context, found: list[Finding]) -> list[Finding]:
@@ -471,18 +530,35 @@ def zero_window(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
     return out
 
 
-def proxy_policy(ctx: Context, c: ConnectionRecord, role: Role) -> list[Finding]:
-    if role is not Role.PROXY:
+def proxy_policy(ctx: Context) -> list[Finding]:
+    """One info finding for every session that stayed on an Azure gateway, listed per server:
+    nothing is wrong with any of them, so one line says it for all."""
+    roles = {x.stream: x.role for x in ctx.analysis.roles}
+    proxied = [c for c in ctx.analysis.connections if roles.get(c.stream) is Role.PROXY]
+    if not proxied:
         return []
+    by_server: dict[str, list[int]] = {}
+    for c in proxied:
+        name = ctx.names.get(c.stream)
+        by_server.setdefault(f"{name} ({c.server})" if name else str(c.server), []).append(c.stream)
+    servers = "; ".join(
+        f"{server}: stream {_list(s)}" if len(s) == 1 else f"{server}: {len(s)} sessions"
+        for server, s in by_server.items()
+    )
+    title = (
+        f"Azure SQL session stayed on the gateway {proxied[0].server} (Proxy policy)"
+        if len(proxied) == 1
+        else f"{len(proxied)} Azure SQL sessions stayed on the gateway (Proxy policy)"
+    )
     return [
         make(
             "PROXY_POLICY_IN_USE",
-            f"Azure SQL session stayed on the gateway {c.server} (Proxy policy)",
+            title,
             "The login was answered and the session went on on the same connection: the "
             "server's connection policy is Proxy for this client (or the driver is too old to "
-            "be redirected).",
-            [c.stream],
-            [c.tcp.first_frame],
+            f"be redirected). Per server: {servers}.",
+            [c.stream for c in proxied],
+            [c.tcp.first_frame for c in proxied],
         )
     ]
 
@@ -567,18 +643,21 @@ SIDE_RULES: list[SideRule] = [
     slow_login,
     retransmissions,
     zero_window,
-    proxy_policy,
     tds_too_old,
     damaged,
 ]
 
 
 # -- redirect rules ----------------------------------------------------------------------------
+#
+# Each takes the redirects of one problem (see _same_problem): one redirect, or every try of an
+# attempt that met the same outcome at the same target. The words speak of the last try; the
+# evidence lists all of them.
 
 
-def redirect_finding(ctx: Context, red: Redirect) -> Finding | None:
-    rule = REDIRECT_RULES.get(red.outcome)
-    return rule(ctx, red) if rule is not None else None
+def redirect_finding(ctx: Context, reds: list[Redirect]) -> Finding | None:
+    rule = REDIRECT_RULES.get(reds[-1].outcome)
+    return rule(ctx, reds) if rule is not None else None
 
 
 def _target(red: Redirect) -> str:
@@ -592,57 +671,96 @@ def _via(red: Redirect) -> str:
     return "The routing token is encrypted; the link is inferred: " + "; ".join(red.reasons) + "."
 
 
-def _legs(ctx: Context, red: Redirect) -> list[ConnectionRecord]:
-    return [ctx.by_stream[s] for s in red.second_legs]
+def _legs(ctx: Context, reds: list[Redirect]) -> list[ConnectionRecord]:
+    return [ctx.by_stream[s] for red in reds for s in red.second_legs]
 
 
-def redirect_blocked(ctx: Context, red: Redirect) -> Finding:
-    legs = _legs(ctx, red)
+def _gateway_legs(reds: list[Redirect]) -> str:
+    """'The gateway leg (stream 4)', or for whole-login retries 'The 3 gateway legs (...)'."""
+    if len(reds) == 1:
+        return f"The gateway leg (stream {reds[0].gateway})"
+    return f"The {len(reds)} gateway legs of this attempt (streams {_list(_gateways(reds))})"
+
+
+def _gateways(reds: list[Redirect]) -> list[int]:
+    return [red.gateway for red in reds]
+
+
+def _tries(reds: list[Redirect], what: str = "") -> str:
+    """' (5 tries, all ignored the routing token)' when the attempt repeated its login."""
+    if len(reds) == 1:
+        return ""
+    return f" ({len(reds)} tries, {what})" if what else f" ({len(reds)} tries)"
+
+
+def _over(reds: list[Redirect]) -> str:
+    """' over 3 logins' after a count of second-leg tries, when the login was repeated."""
+    return f" over {len(reds)} logins" if len(reds) > 1 else ""
+
+
+def _streams(reds: list[Redirect]) -> list[int]:
+    return [s for red in reds for s in (red.gateway, *red.second_legs)]
+
+
+def _frames_of(reds: list[Redirect]) -> list[int]:
+    return [f for red in reds for f in red.frames]
+
+
+def redirect_blocked(ctx: Context, reds: list[Redirect]) -> Finding:
+    legs = _legs(ctx, reds)
     tries = "; ".join(
         f"stream {c.stream} → {c.server}: SYN at "
         + ", ".join(f"+{x:g} s" for x in r.syn_offsets_s(c))
         for c in legs
     )
     syns = sum(len(c.tcp.syn_frames) for c in legs)
+    were = "was" if len(reds) == 1 else "were each"
     return make(
         "REDIRECT_BLOCKED",
-        f"Redirect to {_target(red)} blocked: {syns} SYN(s) in {len(legs)} tries, no answer",
-        f"The gateway leg (stream {red.gateway}) logged in and was redirected. {_via(red)} "
+        f"Redirect to {_target(reds[-1])} blocked: {syns} SYN(s) in {len(legs)} tries"
+        f"{_over(reds)}, no answer",
+        f"{_gateway_legs(reds)} logged in and {were} redirected. {_via(reds[-1])} "
         f"Every SYN to the second leg went unanswered ({tries}): a firewall drops the "
         "redirect port.",
-        [red.gateway, *red.second_legs],
-        [*red.frames, *(f for c in legs for f in c.tcp.syn_frames)],
+        _streams(reds),
+        [*_frames_of(reds), *(f for c in legs for f in c.tcp.syn_frames)],
     )
 
 
-def redirect_refused(ctx: Context, red: Redirect) -> Finding:
-    legs = _legs(ctx, red)
+def redirect_refused(ctx: Context, reds: list[Redirect]) -> Finding:
+    legs = _legs(ctx, reds)
+    were = "was" if len(reds) == 1 else "were each"
     return make(
         "REDIRECT_REFUSED",
-        f"Redirect to {_target(red)} refused: RST to SYN ({len(legs)} tries)",
-        f"The gateway leg (stream {red.gateway}) was redirected. {_via(red)} Each try at the "
+        f"Redirect to {_target(reds[-1])} refused: RST to SYN ({len(legs)} tries{_over(reds)})",
+        f"{_gateway_legs(reds)} {were} redirected. {_via(reds[-1])} Each try at the "
         "second leg was answered by a reset (frames "
         f"{', '.join(str(c.tcp.rst_frame) for c in legs[:10])}).",
-        [red.gateway, *red.second_legs],
-        [*red.frames, *(f for c in legs for f in (*c.tcp.syn_frames, c.tcp.rst_frame or 0))],
+        _streams(reds),
+        [*_frames_of(reds), *(f for c in legs for f in (*c.tcp.syn_frames, c.tcp.rst_frame or 0))],
     )
 
 
-def redirect_dns_failed(ctx: Context, red: Redirect) -> Finding:
+def redirect_dns_failed(ctx: Context, reds: list[Redirect]) -> Finding:
+    red = reds[-1]
+    dns = sorted({f for x in reds for f in x.dns_frames})
+    were = "was" if len(reds) == 1 else "were each"
     return make(
         "REDIRECT_DNS_FAILED",
-        f"Redirect target {red.target_host} does not resolve",
-        f"The gateway leg (stream {red.gateway}) was redirected to {_target(red)}. {_via(red)} "
+        f"Redirect target {red.target_host} does not resolve" + _tries(reds),
+        f"{_gateway_legs(reds)} {were} redirected to {_target(red)}. {_via(red)} "
         f"DNS answered the lookups of {red.target_host} with an error (frames "
-        f"{', '.join(map(str, red.dns_frames[:10]))}), so the client never connected.",
-        [red.gateway],
-        [*red.frames, *red.dns_frames],
+        f"{', '.join(map(str, dns[:10]))}), so the client never connected.",
+        _gateways(reds),
+        [*_frames_of(reds), *dns],
     )
 
 
-def redirect_not_followed(ctx: Context, red: Redirect) -> Finding:
+def redirect_not_followed(ctx: Context, reds: list[Redirect]) -> Finding:
+    red = reds[-1]
     gw = ctx.by_stream[red.gateway]
     ports = ctx.ports
+    ignored = all(ctx.by_stream[x.gateway].requests for x in reds)
     if gw.requests:
         why = (
             f"The client sent {gw.requests} request(s) on the gateway leg after the routing: "
@@ -659,25 +777,38 @@ def redirect_not_followed(ctx: Context, red: Redirect) -> Finding:
     if elsewhere:
         why += f" The client's next connection went to {elsewhere} instead."
     if red.evidence is LinkEvidence.INFERRED:
+        tries = _tries(reds, "all alike")
+    else:
+        tries = _tries(reds, "all ignored the routing token" if ignored else "none followed it")
+    again = (
+        f" Every try of this attempt went the same way (gateway legs, streams "
+        f"{_list(_gateways(reds))})."
+        if len(reds) > 1
+        else ""
+    )
+    if red.evidence is LinkEvidence.INFERRED:
         return make(
             "REDIRECT_NOT_FOLLOWED",
-            "Requests on the gateway leg went unanswered: the driver probably ignored a redirect",
+            "Requests on the gateway leg went unanswered: the driver probably ignored a "
+            "redirect" + tries,
             f"On stream {red.gateway}: {'; '.join(red.reasons)}. The routing token itself is "
             "encrypted, so this is inferred; a query blocked on the server looks alike, but a "
-            "driver cancels that one (attention) instead of hanging up without an answer.",
-            [red.gateway],
-            red.frames,
+            "driver cancels that one (attention) instead of hanging up without an answer." + again,
+            _gateways(reds),
+            _frames_of(reds),
             remedy="Use a driver that supports routing (TDS 7.4 and redirect support: ODBC 11+, "
             "JDBC 4.2+, Microsoft.Data.SqlClient, recent tedious), or set the server's "
             "connection policy to Proxy. Decrypting the capture confirms the routing token.",
         )
     return make(
         "REDIRECT_NOT_FOLLOWED",
-        f"Routing to {_target(red)} received, no connection to it",
+        f"Routing to {_target(red)} received, no connection to it" + tries,
         f"The gateway leg (stream {red.gateway}) received a routing token for {_target(red)} "
-        f"(frame {red.frames[0] if red.frames else '?'}) and no connection to it follows. " + why,
-        [red.gateway],
-        red.frames,
+        f"(frame {red.frames[0] if red.frames else '?'}) and no connection to it follows. "
+        + why
+        + again,
+        _gateways(reds),
+        _frames_of(reds),
     )
 
 
@@ -696,48 +827,54 @@ def _next_elsewhere(ctx: Context, red: Redirect) -> str | None:
     return str(min(later, key=lambda c: c.tcp.first_ts_ns).server) if later else None
 
 
-def redirect_login_failed(ctx: Context, red: Redirect) -> Finding:
-    last = _legs(ctx, red)[-1]
+def redirect_login_failed(ctx: Context, reds: list[Redirect]) -> Finding:
+    red = reds[-1]
+    last = _legs(ctx, [red])[-1]
     inner = connection_failure(ctx, last, Role.WORKER)
     what = f"{inner.code}: {inner.title}. {inner.detail}" if inner else "it never logged in."
     return make(
         "REDIRECT_LOGIN_FAILED",
-        f"Second leg to {last.server} connected but failed" + (f" ({inner.code})" if inner else ""),
+        f"Second leg to {last.server} connected but failed"
+        + (f" ({inner.code})" if inner else "")
+        + _tries(reds),
         f"The redirect to {_target(red)} reached the worker (stream {last.stream}), but the "
         f"session there failed: {what}",
-        [red.gateway, *red.second_legs],
-        [*red.frames, *(inner.frames if inner else [last.tcp.first_frame])],
+        _streams(reds),
+        [*_frames_of(reds), *(inner.frames if inner else [last.tcp.first_frame])],
     )
 
 
-def redirect_answered(ctx: Context, red: Redirect) -> Finding:
-    last = _legs(ctx, red)[-1]
+def redirect_answered(ctx: Context, reds: list[Redirect]) -> Finding:
+    red = reds[-1]
+    last = _legs(ctx, [red])[-1]
     p = last.phase(PhaseName.LOGIN_RESPONSE)
     frame = p.last_frame if p is not None else last.tcp.last_frame
     return make(
         "LOGIN_RESULT_HIDDEN",
-        f"Second leg to {last.server}: encrypted login answered, then closed without a request",
+        f"Second leg to {last.server}: encrypted login answered, then closed without a request"
+        + _tries(reds),
         f"The redirect to {_target(red)} reached the worker (stream {last.stream}), whose login "
         f"response (frame {frame}) is encrypted; the client then closed the connection without "
         "sending a request. A login refused by the worker and a bare connection test look "
         "the same.",
-        [red.gateway, *red.second_legs],
-        [*red.frames, frame],
+        _streams(reds),
+        [*_frames_of(reds), frame],
     )
 
 
-def redirect_unknown(ctx: Context, red: Redirect) -> Finding:
+def redirect_unknown(ctx: Context, reds: list[Redirect]) -> Finding:
+    red = reds[-1]
     return make(
         "CAPTURE_INCOMPLETE",
         f"The capture ends before the redirect to {_target(red)} shows its outcome",
         f"The gateway leg (stream {red.gateway}) was redirected, and the capture ends before "
         "the second leg succeeds or fails.",
-        [red.gateway, *red.second_legs],
-        red.frames,
+        _streams(reds),
+        _frames_of(reds),
     )
 
 
-REDIRECT_RULES: dict[RedirectOutcome, Callable[[Context, Redirect], Finding]] = {
+REDIRECT_RULES: dict[RedirectOutcome, Callable[[Context, list[Redirect]], Finding]] = {
     RedirectOutcome.BLOCKED: redirect_blocked,
     RedirectOutcome.REFUSED: redirect_refused,
     RedirectOutcome.DNS_FAILED: redirect_dns_failed,
