@@ -394,7 +394,11 @@ def _pair(
             retried = [g for g in pool if g.legs and _retry_fits(ctx, g, c)]
             if not retried:
                 continue
-            retried[-1].legs.append(c)
+            g = retried[-1]
+            g.legs.append(c)
+            if len(retried) > 1:  # concurrent attempts retrying the same endpoint
+                g.ambiguous = True
+                g.candidates.update(x.conn.stream for x in retried[:-1])
         claimed.add(c.stream)
     for a in pending:
         _take_lookup(ctx, by_client, claimed, a)
