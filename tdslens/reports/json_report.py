@@ -96,13 +96,34 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
     return doc
 
 
-def write_json(analysis: Analysis, path: str | Path, *, indent: int | None = 1) -> Path:
-    """Write ``to_json(analysis)`` as UTF-8; returns the path written."""
+def write_json(analysis: Analysis, path: str | Path) -> Path:
+    """Write ``to_json(analysis)`` as UTF-8, one connection (or DNS message, attempt,
+    finding, ...) per line; returns the path written.
+
+    Why not ``json.dump(indent=...)``: with an indent the standard library encodes in pure
+    Python, several seconds for a large capture; one C-encoded line per list item is ~10x
+    faster, and still easy to read, diff and grep.
+    """
     path = Path(path)
+    doc = to_json(analysis)
     with path.open("w", encoding="utf-8") as out:
-        json.dump(to_json(analysis), out, indent=indent, ensure_ascii=False)
-        out.write("\n")
+        out.write("{")
+        sep = "\n"
+        for key, value in doc.items():
+            out.write(f"{sep} {_dumps(key)}: ")
+            sep = ",\n"
+            if isinstance(value, list) and value:
+                out.write("[\n  ")
+                out.write(",\n  ".join(_dumps(item) for item in value))
+                out.write("\n ]")
+            else:
+                out.write(_dumps(value))
+        out.write("\n}\n")
     return path
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 # -- roles -------------------------------------------------------------------------------------
