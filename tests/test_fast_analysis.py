@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tdslens.analyzer.analysis import analyze
+from tdslens.analyzer.model import PhaseName
 from tdslens.reports.json_report import to_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,3 +64,32 @@ def test_benchmark_capture_same_either_path(bench_capture: Path) -> None:
     assert json.dumps(to_json(fast), sort_keys=True) == json.dumps(
         to_json(analyze(bench_capture, plain=True)), sort_keys=True
     )
+
+
+def test_established_sessions_are_counted_like_wireshark_sees_them(
+    bench_capture: Path, tshark: str
+) -> None:
+    """Past the login, a session's payloads are counted, not dissected: its data phase must
+    still end at the last frame that carried its bytes and count every such frame (tshark's
+    view: segments with payload that are not retransmissions), from the phase's first frame."""
+    out = subprocess.run(
+        [tshark, "-r", str(bench_capture), "-o", "tcp.reassemble_out_of_order:TRUE",
+         "-T", "fields", "-e", "frame.number", "-e", "tcp.stream", "-e", "tcp.len",
+         "-e", "tcp.analysis.retransmission", "-Y", "tcp.len > 0"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    payload_frames: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        frame, stream, _length, retrans = ([*line.split("\t"), ""])[:4]
+        if not retrans:
+            payload_frames.setdefault(int(stream), []).append(int(frame))
+    long_sessions = 0
+    for c in analyze(bench_capture).connections:
+        data = c.phase(PhaseName.DATA)
+        if data is None or c.tcp.to_server.gaps or c.tcp.to_client.gaps or data.frames < 20:
+            continue
+        long_sessions += 1
+        frames = [f for f in payload_frames[c.stream] if f >= data.first_frame]
+        assert data.last_frame == frames[-1], c.stream
+        assert data.frames == len(frames), c.stream
+    assert long_sessions > 20

@@ -150,6 +150,24 @@ class _PhaseSpan:
     end_ns: int
     inferred: bool
     frames: set[int] = field(default_factory=set)
+    counted: int = 0  # frames counted, not collected (an established session's tail)
+
+
+@dataclass(slots=True)
+class _Tail:
+    """An established session from here on: payloads are counted, not dissected.
+
+    Once the login is answered and data has gone both ways, nothing later changes a diagnosis;
+    dissecting the rest of a long session only costs time, and remembering its frames memory.
+    Each later payload frame extends the data phase; each run of client payloads after server
+    payloads is one more request (the same rule as encrypted flights).
+    """
+
+    frames: int = 0
+    last_frame: int = 0
+    last_ns: int = 0
+    last_side: bool | None = None
+    requests: int = 0
 
 
 class ConnectionDissector:
@@ -188,12 +206,22 @@ class ConnectionDissector:
         self._last_flight_side: bool | None = None
         self._flights = {True: 0, False: 0}
         self._response_done = False
+        self._data_sides = {True: False, False: False}  # each side sent data after the login
+        self._tail: _Tail | None = None
         self._ccs = {True: False, False: False}  # ChangeCipherSpec seen, per side (TLS 1.2)
         self._client_finished = False  # TLS 1.3: the client's encrypted Finished went by
 
     # -- TCP events in -----------------------------------------------------------------------
 
     def on_payload(self, p: Payload) -> None:
+        tail = self._tail
+        if tail is not None:  # the hot path of a busy capture: count and move on
+            tail.frames += 1
+            tail.last_frame, tail.last_ns = p.frame, p.ts_ns
+            if p.from_client and tail.last_side is False:
+                tail.requests += 1
+            tail.last_side = p.from_client
+            return
         self._remember_time(p.frame, p.ts_ns)
         if self.protocol == "none":
             self._held.append(
@@ -206,8 +234,12 @@ class ConnectionDissector:
         if self.protocol in ("tds", "tds8"):
             self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
             self._drain()
+            if self._data_sides[True] and self._data_sides[False]:
+                self._tail = _Tail(last_side=p.from_client)
 
     def on_gap(self, g: Gap) -> None:
+        if self._tail is not None:
+            return  # the session was established; a hole in its data changes nothing
         if self.protocol == "none":
             self._decide(final=True)
         if self.protocol in ("tds", "tds8"):
@@ -220,7 +252,9 @@ class ConnectionDissector:
         """The connection ended: flush the dissectors and build its record."""
         if self.protocol == "none" and self._held:
             self._decide(final=True)
-        if self.protocol in ("tds", "tds8"):
+        if self._tail is not None:
+            self._end_tail(self._tail)
+        elif self.protocol in ("tds", "tds8"):
             for side, direction in self._dirs.items():
                 self._fold(direction.eof(), side)
             self._drain()
@@ -242,6 +276,16 @@ class ConnectionDissector:
             problems=self.problems,
             decryption=self._decryption_facts(),
         )
+
+    def _end_tail(self, tail: _Tail) -> None:
+        """Fold what the established session's tail counted into the data phase."""
+        self.requests += tail.requests
+        span = self._spans.get(PhaseName.DATA)
+        if span is None:  # cannot happen: the tail begins after data went both ways
+            return
+        span.counted += tail.frames
+        if tail.frames and tail.last_frame > span.last_frame:
+            span.last_frame, span.end_ns = tail.last_frame, tail.last_ns
 
     # -- deciding whether this is TDS --------------------------------------------------------
 
@@ -399,6 +443,8 @@ class ConnectionDissector:
             phase = self._classify(e, from_client)
             if phase is not None:
                 self._mark(phase, e.frames, inferred=isinstance(e, ev.EncryptedData))
+                if phase is PhaseName.DATA:
+                    self._data_sides[from_client] = True
 
     def _fold_decrypted(self, events: list[ev.Event], from_client: bool) -> None:
         """Inner events: the same facts, marked decrypted; their phases are not inferred."""
@@ -410,6 +456,8 @@ class ConnectionDissector:
                 phase = self._classify(e, from_client)
                 if phase is not None:
                     self._mark(phase, e.frames, inferred=False)
+                    if phase is PhaseName.DATA:
+                        self._data_sides[from_client] = True
         finally:
             self._decrypting = False
 
@@ -646,7 +694,7 @@ class ConnectionDissector:
                     sp.start_ns,
                     sp.end_ns,
                     sp.inferred,
-                    len(sp.frames),
+                    len(sp.frames) + sp.counted,
                 )
             )
         close = _close_frames(s)
