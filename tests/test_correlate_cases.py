@@ -946,3 +946,20 @@ def test_proxy_sessions_are_one_info_finding_for_the_capture(tmp_path):
     assert f.title.startswith("3 Azure SQL sessions")
     assert GATEWAY_NAME in f.detail and "other.database.windows.net" in f.detail
     assert [x.verdict.result for x in a.attempts] == ["ok", "ok", "ok"]
+
+
+def test_after_a_second_leg_that_logged_in_a_new_connection_there_is_not_its_retry(tmp_path):
+    """A readable routing and an encrypted one, at once, to the same worker: the first second
+    leg logs in, so the next connection to that worker is no retry of it but the encrypted
+    gateway leg's own second leg (whose login was answered after the first leg started)."""
+    a = write(
+        tmp_path,
+        _packets(Session(("10.0.0.2", 50000), GW, 0.000, clear_routed_gateway(WORKER_NAME, 11042))),
+        _packets(Session(("10.0.0.2", 50001), GW, 0.005, encrypted_gateway())),
+        _packets(Session(("10.0.0.2", 50002), WK, 0.014, encrypted_session(WORKER_NAME))),
+        _packets(Session(("10.0.0.2", 50003), WK, 0.160, encrypted_session(WORKER_NAME))),
+    )
+    links = by_gateway(a)
+    assert (links[0].second_legs, links[1].second_legs) == ([2], [3])
+    assert links[1].evidence is LinkEvidence.INFERRED
+    assert [x.verdict.result for x in a.attempts] == ["ok", "ok"]

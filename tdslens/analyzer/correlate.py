@@ -440,10 +440,13 @@ def _first_leg_fit(
 
 
 def _retry_fits(ctx: Context, g: _Gateway, c: ConnectionRecord) -> bool:
-    """Another try at g's second leg: same endpoint, soon after the last try ended, and the
+    """Another try at g's second leg: same endpoint, soon after the last try ended, the last
+    try did not get in (after a second leg that logged in there is nothing to retry), and the
     client did not log in through a gateway again in between (that is a new attempt's leg)."""
     last = g.legs[-1]
     if c.server != last.server or c.tcp.first_ts_ns - last.tcp.last_ts_ns > TIMING.retry_gap_s * NS:
+        return False
+    if r.logged_in(last) or r.data_exchanged(last):
         return False
     return not _logged_in_between(ctx, c, last.tcp.first_ts_ns)
 
@@ -543,14 +546,14 @@ def _names_target(ctx: Context, g: _Gateway, name: str) -> bool:
 
 
 def _logged_in_between(ctx: Context, c: ConnectionRecord, since_ns: int) -> bool:
-    """Another login answered for this client between `since_ns` and c's start: a retry of a
-    second leg comes without going back through a gateway."""
+    """Another login of this client (elsewhere) was answered between `since_ns` and c's start:
+    a retry of a second leg comes without going back through a gateway."""
+    start = c.tcp.first_ts_ns
     mine = ctx.by_client.get(c.client.address, [])
-    i = bisect_right([o.tcp.first_ts_ns for o in mine], since_ns)
-    for o in mine[i:]:
-        if o.tcp.first_ts_ns >= c.tcp.first_ts_ns:
-            return False
-        if o.server != c.server and o.phase(PhaseName.LOGIN_RESPONSE) is not None:
+    horizon = bisect_right([o.tcp.first_ts_ns for o in mine], start)
+    for o in mine[:horizon]:
+        answered = o.phase(PhaseName.LOGIN_RESPONSE)
+        if o.server != c.server and answered is not None and since_ns < answered.end_ns < start:
             return True
     return False
 
