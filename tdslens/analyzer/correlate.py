@@ -752,9 +752,10 @@ FIRST_CONTACT = (Role.GATEWAY, Role.PROXY, Role.LISTENER, Role.SERVER, Role.WORK
 def group_attempts(ctx: Context) -> list[Attempt]:
     """One attempt per client and server: first leg, its redirects, then retries.
 
-    A retry is a new first-contact leg from the same client address to the same server that
-    starts at most retry_gap_s after the attempt's last connection ended, while the attempt
-    had not succeeded. Overlapping connections are separate attempts (a pool opens several).
+    A retry is a new first-contact leg from the same client address to the same server (and
+    server name) that starts at most retry_gap_s after the attempt's last connection ended,
+    while the attempt had not got in (see `_is_retry`). Overlapping connections are separate
+    attempts (a pool opens several).
     """
     roles = {x.stream: x for x in ctx.analysis.roles}
     attempts: list[Attempt] = []
