@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 from .buffer import ReceiveBuffer, Spans
 from .events import (
@@ -231,14 +232,24 @@ class TdsDirection:
         self._unread: _Unread | None = None
         self.phase = Phase.INITIAL
         self.buf = ReceiveBuffer(cap=HEADER_LEN + 0xFFFF)
-        self.tls = TlsDissector(from_client, on_tls_record)
-        self.tokens = TokenStream()
+        self._on_tls_record = on_tls_record
         self._table = CLIENT_TRANSITIONS if from_client else SERVER_TRANSITIONS
         self._msg: _Message | None = None
         self._desync = False
         self._skipped = 0  # bytes dropped while out of sync
         self._skip = 0  # bytes still to drop after a gap inside a known unit
         self._tls_resync = False  # the TLS child lost bytes inside TDS packets
+
+    # The children are made when first needed: a client never parses tokens, a cleartext
+    # session never sees TLS, and a busy capture starts tens of thousands of directions.
+
+    @cached_property
+    def tls(self) -> TlsDissector:
+        return TlsDissector(self.from_client, self._on_tls_record)
+
+    @cached_property
+    def tokens(self) -> TokenStream:
+        return TokenStream()
 
     # -- public API -------------------------------------------------------------------------
 
