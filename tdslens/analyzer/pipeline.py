@@ -68,17 +68,27 @@ class CapturePipeline:
         return sorted([*read, *self._decode_problems], key=lambda p: p.frame)
 
     def batches(self) -> Iterator[DecodedBatch]:
+        """One `DecodedBatch` per reader batch, then the final flush. A batch is valid until
+        the next one is asked for: its columns (and so the chunk of the file they point into)
+        are released then, so that one chunk, not two, is in memory while the next is read."""
         engine = self.engine
         for batch in self.reader.batches():
             if len(batch):
                 self.frames = max(self.frames, int(batch.number[-1]))
             columns, problems = self.decoder.decode(batch)
+            del batch
             if problems:
                 self._decode_problems.extend(problems)
-            yield DecodedBatch(columns, engine.feed(columns))
+            decoded = DecodedBatch(columns, engine.feed(columns))
+            del columns
+            yield decoded
+            decoded.columns = None
+            del decoded
         self._decode_problems.extend(self.decoder.finish())
         yield DecodedBatch(None, engine.finish())
 
     def events(self) -> Iterator[TcpEvent]:
         for batch in self.batches():
-            yield from batch.events
+            events = batch.events
+            del batch
+            yield from events

@@ -109,12 +109,14 @@ class PcapReader(CaptureReader):
                 batch = self._batch(buf, offs, caplen, origlen)
                 self._next_number += len(offs)
                 yield batch
+                del batch  # the consumer has it: this frame must not keep the chunk alive
                 if stop < 0:
                     self._problem(
                         self._next_number,
                         f"record length {int(bad_len)} is absurd; the rest of the file is not read",
                     )
                     return
+            del buf  # the next fill replaces the chunk; only one is in memory at a time
             src.pos = stop
             # The record at `stop` is incomplete in this chunk: check it, then read on.
             if not src.fill(hdr):

@@ -80,11 +80,11 @@ class CaptureReader:
         try:
             for chunk in self._chunks():
                 n = len(chunk)
-                if n == 0:
-                    continue
-                self._count_unsupported(chunk)
-                for start in range(0, n, batch_size):
-                    yield _slice(chunk, start, min(n, start + batch_size))
+                if n:
+                    self._count_unsupported(chunk)
+                    for start in range(0, n, batch_size):
+                        yield _slice(chunk, start, min(n, start + batch_size))
+                del chunk  # not kept alive while the next chunk is read
             if self.source.error:
                 self._problem(self._next_number, self.source.error)
         finally:

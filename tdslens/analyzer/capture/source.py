@@ -42,9 +42,11 @@ class ChunkSource:
         if self.available >= need or self.eof:
             return self.available >= need
         if not self.compressed:
-            # Re-read from the first unread byte: no copy of the carried-over tail.
+            # Re-read from the first unread byte: no copy of the carried-over tail. The old
+            # chunk is let go first, so that only one is in memory (if nobody else holds it).
             self.base += self.pos
             self._raw.seek(self.base)
+            self.buf = b""
             self.buf = self._read(self._raw, max(self.chunk_size, need))
             self.pos = 0
             if len(self.buf) < max(self.chunk_size, need):
