@@ -21,7 +21,7 @@ from tdslens.analyzer.pipeline import CapturePipeline
 from tdslens.analyzer.tcp import TcpEngine
 from tdslens.analyzer.tcp_events import Endpoint, Gap, Payload, StreamEnd, StreamStart
 from tdslens.dissectors.dns import parse_dns
-from tdslens.dissectors.events import DnsMessage
+from tdslens.dissectors.events import Malformed
 
 DNS_PORT = 53
 
@@ -118,11 +118,14 @@ def analyze(
     open_conns: dict[int, ConnectionDissector] = {}
     records: list[ConnectionRecord] = []
     dns: list[DnsRecord] = []
+    not_dns: list[CaptureProblem] = []
     for batch in pipe.batches():
         if progress is not None:
             progress(pipe.reader.bytes_read, pipe.info.file_size)
         if batch.columns is not None:
-            dns.extend(_dns_records(batch.columns))
+            found, bad = _dns_records(batch.columns, pipe.path)
+            dns.extend(found)
+            not_dns.extend(bad)
         for event in batch.events:
             if type(event) is Payload:
                 open_conns[event.stream].on_payload(event)
@@ -140,7 +143,7 @@ def analyze(
         capture=pipe.info,
         frames=pipe.frames,
         problems=keylog_problems(given.problems, pipe.path)
-        + pipe.problems
+        + sorted(pipe.problems + not_dns, key=lambda p: p.frame)
         + keylog_problems(secrets.from_blocks.problems, pipe.path),
         connections=records,
         dns=dns,
@@ -148,19 +151,28 @@ def analyze(
     return correlate(analysis)  # roles, redirects, attempts, findings, verdicts
 
 
-def _dns_records(cols: PacketColumns) -> list[DnsRecord]:
-    """DNS messages among the UDP rows of one batch (port 53 on either side)."""
+def _dns_records(cols: PacketColumns, path: str) -> tuple[list[DnsRecord], list[CaptureProblem]]:
+    """DNS messages among the UDP rows of one batch (port 53 on either side), and a problem for
+    each port-53 payload that does not parse as DNS (another protocol, damaged, or cut short)."""
     rows = np.flatnonzero(
         (cols.proto == UDP) & ((cols.sport == DNS_PORT) | (cols.dport == DNS_PORT))
     )
     out: list[DnsRecord] = []
+    problems: list[CaptureProblem] = []
     for i in rows.tolist():
         start = int(cols.payload_offset[i])
         data = bytes(cols.data[start : start + int(cols.payload_len[i])])
         frame = int(cols.number[i])
         msg = parse_dns(data, frames=(frame,))
-        if not isinstance(msg, DnsMessage):
-            continue  # not DNS after all, or damaged: nothing a diagnosis can use
+        if isinstance(msg, Malformed):  # another protocol on port 53, damaged, or cut short
+            wire = int(cols.payload_wire_len[i])
+            cut = f" ({len(data)} of {wire} bytes captured)" if len(data) < wire else ""
+            problems.append(
+                CaptureProblem(
+                    path, frame, f"UDP port 53 payload does not parse as DNS: {msg.detail}{cut}"
+                )
+            )
+            continue
         version = int(cols.ip_version[i])
         src = Endpoint(
             address_text(version, int(cols.src_hi[i]), int(cols.src_lo[i])), int(cols.sport[i])
@@ -183,4 +195,4 @@ def _dns_records(cols: PacketColumns) -> list[DnsRecord]:
                 cnames=[a.value for a in msg.answers if a.type == 5],
             )
         )
-    return out
+    return out, problems
