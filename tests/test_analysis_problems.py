@@ -1,7 +1,8 @@
-"""Problems the analysis meets beside the capture reader's: a UDP port-53 payload that is not DNS.
+"""Problems the analysis meets beside the capture reader's: a UDP port-53 payload that is not
+DNS, and key log lines it cannot use (in a file, or in a pcapng Decryption Secrets Block).
 
-Each becomes a capture problem naming the frame and what is wrong, the rest of the capture is
-analysed, and every report lists it.
+Each becomes a capture problem naming where it is (the frame; or the key log and its line, which
+are no frame) and what is wrong, the rest of the capture is analysed, and every report lists it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from craft import truncated, write_pcap
+from craft import secrets_block, truncated, write_pcap, write_pcapng
+from test_report_json import VALIDATOR
 
 from tdslens.analyzer.analysis import analyze
 from tdslens.reports.html import render_html
 from tdslens.reports.json_report import to_json
+from tdslens.reports.redact import redact
 from tdslens.reports.terminal import render_text
 
 pytest.importorskip("scapy")
@@ -60,3 +63,63 @@ def test_every_report_lists_the_dns_problem(tmp_path):
         "problems"
     ]
     assert f"<li>{line}</li>" in render_html(a)
+
+
+# -- key logs: a line of a file or of a secrets block is not a frame ---------------------------
+
+BAD_RANDOM = "CLIENT_RANDOM zz " + "00" * 48
+
+
+def _keylog_capture(tmp_path: Path) -> tuple[Path, Path]:
+    """A pcapng holding a TLS key log block with a bad second line and a block of another type,
+    and a key log file with a bad third line."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    udp = Ether(**MACS) / IP(src="10.0.0.5", dst="10.0.0.9") / UDP(sport=40000, dport=9)
+    tls_keys = f"# comment\n{BAD_RANDOM}\n".encode()
+    blocks = [(0, secrets_block("<", 0x544C534B, tls_keys)), (0, secrets_block("<", 0x1234, b""))]
+    capture = write_pcapng(tmp_path / "dsb.pcapng", [udp / b"x"], blocks=blocks)
+    keys = tmp_path / "bad.keys"
+    keys.write_text(f"# comment\n\n{BAD_RANDOM}\n")
+    return capture, keys
+
+
+def test_key_log_problems_name_the_key_log_and_line_not_a_frame(tmp_path):
+    capture, keys = _keylog_capture(tmp_path)
+    a = analyze(capture, keylog=keys)
+    bad = "bad_random: CLIENT_RANDOM: client random is not 64 hex digits"
+    assert [(p.path, p.frame, p.message) for p in a.problems] == [
+        (str(keys), None, f"key log bad.keys, line 3: {bad}"),
+        (str(capture), None, f"key log in pcapng DSB #1, line 2: {bad}"),
+        (
+            str(capture),
+            None,
+            "key log in pcapng DSB #2: unsupported_block: secrets type 0x00001234",
+        ),
+    ]
+    assert str(a.problems[0]) == f"{keys}: {a.problems[0].message}"
+    assert str(a.problems[1]) == f"{capture}: {a.problems[1].message}"
+
+
+def test_reports_show_key_log_problems_without_a_frame(tmp_path):
+    capture, keys = _keylog_capture(tmp_path)
+    a = analyze(capture, keylog=keys)
+    messages = [p.message for p in a.problems]
+    text = render_text(a).splitlines()
+    assert [ln for ln in text if ln.startswith("  problem:")] == [
+        f"  problem: {m}" for m in messages
+    ]
+    doc = to_json(a)
+    assert doc["capture"]["problems"] == [{"frame": None, "message": m} for m in messages]
+    assert not list(VALIDATOR.iter_errors(doc))
+    html = render_html(a)
+    assert all(f"<li>{m}</li>" in html for m in messages)
+
+
+def test_redaction_hides_the_key_log_name_in_problems(tmp_path):
+    capture, keys = _keylog_capture(tmp_path)
+    doc = to_json(redact(analyze(capture, keylog=keys)))
+    text = str(doc)
+    assert "bad.keys" not in text and str(tmp_path) not in text
+    assert doc["capture"]["problems"][0]["message"].startswith("key log capture-2.keys, line 3: ")

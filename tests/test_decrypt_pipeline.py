@@ -211,11 +211,11 @@ def test_key_log_problems_name_the_file_and_line(tmp_path):
     good = _key_lines(REDIRECT_KEYS)
     keys.write_text("# comment\n" + good[0] + "\nCLIENT_RANDOM zz 00\n" + good[1] + "\n")
     a = analyze(REDIRECT, keylog=keys)
-    assert [(p.path, p.frame) for p in a.problems] == [(str(keys), 0)]
-    assert "line 3" in a.problems[0].message and "bad_random" in a.problems[0].message
+    assert [(p.path, p.frame) for p in a.problems] == [(str(keys), None)]
+    assert a.problems[0].message.startswith("key log bad.keys, line 3: bad_random: ")
     assert _routing_evidence(a) == [LinkEvidence.ROUTING_TOKEN]  # the good lines are used
     proc = run_cli("analyze", str(REDIRECT), "--keylog", str(keys), "-q")
-    assert f"{keys}: frame 0: key log line 3: bad_random" in proc.stderr
+    assert f"{keys}: key log bad.keys, line 3: bad_random" in proc.stderr
 
 
 def test_an_unreadable_key_log_exits_2(tmp_path):

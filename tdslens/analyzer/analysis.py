@@ -7,7 +7,7 @@ of this file" without knowing how TCP events reach the TDS dissectors or where D
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -78,21 +78,19 @@ def load_keylogs(keylog: KeyLogArg) -> KeyLog:
 
 
 def keylog_problems(problems: Iterable[KeyLogProblem], capture: str) -> list[CaptureProblem]:
-    """Key log lines we skipped, as capture problems naming the key log (file or DSB) and line.
+    """Key log lines we skipped, as capture problems naming the key log and line.
 
-    ``frame`` is 0: the problem is in the key log, not in a frame of the capture."""
+    No frame: the line is in a key log file (the problem's path) or in a pcapng Decryption
+    Secrets Block of the capture, and the message names the file or block, since reports show
+    only frame and message."""
     out = []
     for p in problems:
-        dsb = p.source.startswith("pcapng DSB")
-        where = f"{p.source}, " if dsb else ""
-        line = f"line {p.line}: " if p.line else ""
-        out.append(
-            CaptureProblem(
-                capture if dsb else p.source or "key log",
-                0,
-                f"key log {where}{line}{p.issue}: {p.detail}",
-            )
-        )
+        if p.source.startswith("pcapng DSB"):
+            path, where = capture, f"key log in {p.source}"
+        else:
+            path, where = p.source or "key log", f"key log {PurePath(p.source).name}".rstrip()
+        line = f", line {p.line}" if p.line else ""
+        out.append(CaptureProblem(path, None, f"{where}{line}: {p.issue}: {p.detail}"))
     return out
 
 

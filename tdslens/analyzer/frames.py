@@ -46,15 +46,17 @@ class CaptureProblem:
     """Something in the file we could not read as written. Reported, never silently dropped.
 
     `frame` is the 1-based number of the frame it concerns, or the number the next frame would
-    have had when the damage sits between records (e.g. a truncated last record).
+    have had when the damage sits between records (e.g. a truncated last record); None when the
+    problem is in no frame (a key log line), and then `message` says where it is.
     """
 
     path: str
-    frame: int
+    frame: int | None
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: frame {self.frame}: {self.message}"
+        where = "" if self.frame is None else f"frame {self.frame}: "
+        return f"{self.path}: {where}{self.message}"
 
 
 class CaptureError(Exception):

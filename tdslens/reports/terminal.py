@@ -44,7 +44,10 @@ def render_text(analysis: Analysis, color: bool = False) -> str:
     lines = [_capture_line(analysis)]
     lines += _verdict_lines(analysis, paint)
     lines += _finding_lines(analysis, paint)
-    lines += [f"  problem: frame {p.frame}: {p.message}" for p in analysis.problems]
+    lines += [
+        f"  problem: {p.message}" if p.frame is None else f"  problem: frame {p.frame}: {p.message}"
+        for p in analysis.problems
+    ]
     tds = [c for c in analysis.connections if c.protocol in ("tds", "tds8", "none")]
     others = [c for c in analysis.connections if c.protocol == "other"]
     shown = tds
