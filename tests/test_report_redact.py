@@ -93,6 +93,15 @@ def test_synthetic_hostile_analysis_leaks_nothing(tmp_path: Path) -> None:
     assert not leaks(a, tmp_path, noise=text)
 
 
+def test_redacted_is_a_field_of_the_analysis() -> None:
+    """The reports read ``Analysis.redacted``, not the class of the object they are given."""
+    a = build_analysis(attempts=1)
+    r = redact(a)
+    assert type(r) is Analysis and r.redacted and not a.redacted
+    assert to_json(dataclasses.replace(a, redacted=True))["redacted"] is True
+    assert to_json(redact(r))["redacted"] is True  # redacting twice stays redacted
+
+
 def test_pseudonyms_are_stable_and_shared() -> None:
     a = build_analysis(attempts=2)
     one, two = to_json(redact(a)), to_json(redact(a))

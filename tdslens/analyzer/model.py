@@ -258,6 +258,7 @@ class Analysis:
     attempts: list[Attempt] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     verdict: CaptureVerdict | None = None
+    redacted: bool = False  # names and addresses are pseudonyms (reports/redact.py)
 
 
 # -- correlation: roles, redirects, attempts, verdicts (analyzer/correlate.py) ---------------

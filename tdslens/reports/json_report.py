@@ -126,7 +126,7 @@ def _document(analysis: Analysis) -> Iterator[tuple[str, Any]]:
         (_connection(c, roles[c.stream], c.stream in routed) for c in analysis.connections),
     )
     yield "dns", (_dns(d) for d in analysis.dns)
-    yield "redacted", type(analysis).__name__ == "RedactedAnalysis"
+    yield "redacted", analysis.redacted
     yield "correlated", bool(analysis.roles) or verdict is not None
     yield "verdict", plain(verdict)
     yield "redirects", (plain(r) for r in analysis.redirects)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePath
 from typing import Any
@@ -118,11 +117,6 @@ PSEUDONYM = re.compile(r"^(?:host|ip|ip6|user|db|app|instance|if)-\d+(?:\.|$)")
 NOT_HOST_ENDINGS = (".md", ".py", ".json", ".html", ".txt", ".exe", ".dll", ".log", ".csv", ".j2")
 
 
-@dataclass(slots=True)
-class RedactedAnalysis(Analysis):
-    """An Analysis whose names and addresses are pseudonyms (reports say so on their first line)."""
-
-
 class Pseudonyms:
     """Original → pseudonym, per kind, numbered in first-seen order."""
 
@@ -207,8 +201,8 @@ def _is_pseudonym(low: str) -> bool:
     return bool(PSEUDONYM.match(low))
 
 
-def redact(analysis: Analysis) -> RedactedAnalysis:
-    """A redacted deep copy of ``analysis``; the original is left untouched.
+def redact(analysis: Analysis) -> Analysis:
+    """A redacted deep copy of ``analysis`` (``redacted`` set); the original is left untouched.
 
     Two passes: the first learns every name and address from the fields that hold them (so free
     text anywhere can be scrubbed of all of them), the second builds the copy.
@@ -217,7 +211,7 @@ def redact(analysis: Analysis) -> RedactedAnalysis:
     _walk(analysis, None, names, learn=True)
     fields = {f.name: _walk(getattr(analysis, f.name), f.name, names, learn=False)
               for f in dataclasses.fields(analysis)}  # fmt: skip
-    return RedactedAnalysis(**fields)
+    return Analysis(**{**fields, "redacted": True})
 
 
 def _walk(obj: Any, name: str | None, names: Pseudonyms, learn: bool) -> Any:
