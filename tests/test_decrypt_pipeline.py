@@ -58,7 +58,7 @@ def _tcp(e: dict) -> list[dict]:
 
 
 def test_there_are_keyed_samples():
-    assert len(KEYED) >= 100
+    assert len(KEYED) >= 80  # every run with a TLS session; a run without one has no key log
     assert any(e["scenario"] == "login_failed_tls" for e in KEYED)
 
 

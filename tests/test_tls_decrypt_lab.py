@@ -1,12 +1,12 @@
 """Decrypt the lab's real driver captures with their key logs (docs/lab.md).
 
-Each ``samples/pcaps/X.pcap`` has ``X.keys`` (written by the simulated server for every session)
-and ``X.json`` (what the lab knows happened). The TLS records are taken from the TCP payloads with
-scapy and a small test-side TDS unwrapping (tests/tls_records_util.py), decrypted, and the
-plaintext must show what the lab says: the client's decrypted stream starts with LOGIN7 (after
-the PRELOGIN inside TLS for TDS 8.0), and the server's holds the routing ENVCHANGE (token 0xE3,
-type 20, MS-TDS 2.2.7.9) to the expected host and port, or the 18456 login error. The password is
-never looked at: only the username is compared.
+Each ``samples/pcaps/X.pcap`` with TLS has ``X.keys`` (written by the simulated server for every
+session) and ``X.json`` (what the lab knows happened). The TLS records are taken from the TCP
+payloads with scapy and a small test-side TDS unwrapping (tests/tls_records_util.py), decrypted,
+and the plaintext must show what the lab says: the client's decrypted stream starts with LOGIN7
+(after the PRELOGIN inside TLS for TDS 8.0), and the server's holds the routing ENVCHANGE (token
+0xE3, type 20, MS-TDS 2.2.7.9) to the expected host and port, or the 18456 login error. The
+password is never looked at: only the username is compared.
 """
 
 from __future__ import annotations

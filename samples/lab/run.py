@@ -217,12 +217,16 @@ def run_one(sc: Scenario, drv: Driver, runs: Path, cert: Path, key: Path) -> dic
     return write_expected(work)
 
 
-def has_secrets(keys: Path) -> bool:
-    """Whether a key log holds any secret: Python writes a comment line even with no TLS at all."""
+def keep_keylog(keys: Path) -> bool:
+    """Whether a run has a key log: one without a secret is deleted. The simulator's ssl module
+    writes a comment line when it starts, so a run with no TLS session would leave one behind."""
     if not keys.exists():
         return False
     lines = keys.read_text(errors="replace").splitlines()
-    return any(ln.strip() and not ln.startswith("#") for ln in lines)
+    if any(ln.strip() and not ln.startswith("#") for ln in lines):
+        return True
+    keys.unlink()
+    return False
 
 
 def write_expected(work: Path) -> dict[str, Any]:
@@ -240,7 +244,7 @@ def write_expected(work: Path) -> dict[str, Any]:
         hits=inp["hits"],
         seen=inp["seen"],
         capture=pcap.name,
-        keylog=keys.name if has_secrets(keys) else None,
+        keylog=keys.name if keep_keylog(keys) else None,
         args=inp["args"],
         started=inp["started"],
         duration=inp["duration"],
@@ -260,7 +264,8 @@ def publish(runs: Path, only: set[str] | None = None) -> None:
             continue
         for suffix in (".pcap", ".keys", ".json"):
             src = work / f"{base}{suffix}"
-            if suffix == ".keys" and not has_secrets(src):
+            if suffix == ".keys" and not keep_keylog(src):
+                (PCAPS / src.name).unlink(missing_ok=True)  # a stale one, from an earlier run
                 continue  # no TLS session in this run: the expected file says keylog null
             if src.exists():
                 shutil.copy2(src, PCAPS / src.name)
