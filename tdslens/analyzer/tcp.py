@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from tdslens.analyzer import tcp_fastlane
+from tdslens.analyzer import tcp_fastlane, tcp_regular
 from tdslens.analyzer.packet_columns import ACK, FIN, RST, SYN, TCP, PacketColumns, address_text
 from tdslens.analyzer.tcp_events import (
     ConnectionSummary,
@@ -54,8 +54,10 @@ from tdslens.analyzer.tcp_events import (
     TcpEvent,
     conn_state,
     every_stream,
+    no_stream,
 )
 from tdslens.analyzer.tcp_reassembly import HALF, MASK, OOO_CAP, RECENT_LIMIT, Direction
+from tdslens.analyzer.tcp_regular import Regular, RegularTable
 
 LINGER_NS = 2_000_000_000  # capture time a closed connection waits for stray packets
 # Capture time after which a connection attempt nobody answered (no SYN-ACK, no data) is
@@ -204,6 +206,10 @@ class _Conn:
         self.closed_ts = -1  # capture time it closed; -1 while open
         self.done = False
 
+    def answered(self) -> bool:
+        """A SYN-ACK or payload was seen (so it is no longer an unanswered attempt)."""
+        return self.synack_frame is not None or bool(self.da.payload_bytes or self.db.payload_bytes)
+
     def summary(self) -> ConnectionSummary:
         to_server, to_client = (self.da, self.db) if self.a_is_client else (self.db, self.da)
         zero = sorted([*to_server.episodes(), *to_client.episodes()], key=lambda z: z.first_frame)
@@ -299,6 +305,8 @@ class TcpEngine:
         self._streams = 0
         self._names: dict[tuple[int, int, int], str] = {}
         self._pending: list[Direction] = []  # directions holding fast-lane bytes of the batch
+        # Regular connections as table rows (tcp_regular), when no consumer reads payload.
+        self._regular = RegularTable() if fast_lane and payloads is no_stream else None
 
     @property
     def streams(self) -> int:
@@ -352,8 +360,35 @@ class TcpEngine:
             cols.payload_wire_len[sel],
         )
         n = len(group)
+        group_all = group
+        # Regular connections (tcp_regular): their rows are handled at once, here; the loop
+        # below only numbers their streams (at the SYN) and starts their linger (at the close).
+        extra: list[tuple] = []  # rows the loop visits beside `visit`, a heap: see below
+        regular = None
+        rowid = None  # batch row of each row left to the loop (None: all of them)
+        if self._regular is not None:
+            regular = self._regular.step(
+                flows, order, src_is_a, number, ts_ns, seq, ack, flags, window, p_off, p_len,
+                p_wire, group[order], mv,
+            )  # fmt: skip
+        if regular is not None:
+            for h in regular.fallback:
+                self._materialize(h)
+            extra = [(row, 1, h) for row, h in regular.starts]
+            extra += [(row, 0, h, ts) for row, h, ts in regular.closes]
+            heapq.heapify(extra)
+            if regular.rows.any():
+                left = ~regular.rows
+                rowid = np.flatnonzero(left)
+                group, src_is_a, number, ts_ns = (
+                    x[rowid] for x in (group, src_is_a, number, ts_ns)
+                )
+                seq, ack, flags, window = (x[rowid] for x in (seq, ack, flags, window))
+                p_off, p_len, p_wire = (x[rowid] for x in (p_off, p_len, p_wire))
+                order = (np.cumsum(left) - 1)[order[left[order]]]
+                n = len(rowid)
         rp = None
-        if self.fast_lane:
+        if self.fast_lane and n:
             rp = tcp_fastlane.plan(
                 group, src_is_a, order, number, ts_ns, seq, ack, flags, window, p_off, p_len, p_wire
             )
@@ -367,12 +402,13 @@ class TcpEngine:
         else:
             visit = np.flatnonzero(rp.kind != tcp_fastlane.IN_RUN)
             run_of_row = rp.run
-        columns = (np.arange(n), run_of_row, group, src_is_a, number, ts_ns, seq, ack, flags)
+        row_of = rowid if rowid is not None else np.arange(n)
+        columns = (row_of, run_of_row, group, src_is_a, number, ts_ns, seq, ack, flags)
         columns += (window, p_off, p_len, p_wire)
 
         def values(at: np.ndarray, slow: bool = False) -> list[list[int]]:
-            """Per row at `at`: [row, run (-1: per-packet path), pair, sent by side a, frame,
-            ts, seq, ack, flags, window, payload offset, captured length, wire length]."""
+            """Per row at `at`: [batch row, run (-1: per-packet path), pair, sent by side a,
+            frame, ts, seq, ack, flags, window, payload offset, captured length, wire length]."""
             table = np.stack([c[at] for c in columns], axis=1)
             if slow:
                 table[:, 1] = -1
@@ -389,13 +425,23 @@ class TcpEngine:
         kept_rows: list[int] = []
         kept_streams: list[int] = []
         taken: dict[int, int] = {}  # run -> stream
-        extra: list[tuple[int, list[int] | Payload]] = []  # (row, values or event), a heap
+        # `extra` holds (batch row, 0, connection, ts): a regular connection closes at this
+        # row; or (batch row, 1, x): x is a regular connection's SYN (number the stream), the
+        # Payload of a taken run's row, or a row of a refused run (its values).
         vi, n_visit = 0, len(vals)
         while True:
             if extra and (vi >= n_visit or extra[0][0] < vals[vi][0]):
-                item = heapq.heappop(extra)[1]
+                entry = heapq.heappop(extra)
+                item = entry[2]
+                if entry[1] == 0:
+                    if item.closed_ts < 0:
+                        self._close(item, entry[3], out)
+                    continue
                 if item.__class__ is Payload:  # a row of a taken run whose bytes are read
-                    append(item)  # type: ignore[arg-type]
+                    append(item)
+                    continue
+                if item.__class__ is Regular:
+                    self._start_regular(item, out)
                     continue
                 r = item
             elif vi < n_visit:
@@ -418,13 +464,14 @@ class TcpEngine:
                                 rp, run, conn, off_a, off_b, mv, src_is_a, number, ts_ns, p_off,
                                 p_len, p_wire,
                             ):  # fmt: skip
+                                ev_row = int(row_of[ev_row])
                                 if ev_row == i:
                                     append(ev)
                                 else:
-                                    heapq.heappush(extra, (ev_row, ev))
+                                    heapq.heappush(extra, (ev_row, 1, ev))
                         continue
                 for rest in values(rp.order[rp.lo[run] + 1 : rp.hi[run]], slow=True):
-                    heapq.heappush(extra, (rest[0], rest))
+                    heapq.heappush(extra, (rest[0], 1, rest))
             flow = flows[g]
             # 1. Which tcp.stream (Wireshark's rule, see module docstring).
             if flow.unset or fl & 0x12 == SYN:
@@ -498,7 +545,13 @@ class TcpEngine:
                 in_run = np.flatnonzero(rp.run >= 0)
                 s = run_stream[rp.run[in_run]]
                 ok = s >= 0
-                streams[rows[in_run[ok]]] = s[ok]
+                streams[rows[row_of[in_run[ok]]]] = s[ok]
+            if regular is not None and regular.rows.any():
+                pair_stream = np.array(
+                    [h.stream if h is not None else -1 for h in regular.pair_handle], dtype=np.int64
+                )
+                at = np.flatnonzero(regular.rows)
+                streams[rows[at]] = pair_stream[group_all[at]]
         if rp is not None:  # fast-lane bytes refer to this batch's buffer: copy or drop them
             for d in pending:
                 if d.pending is not None:
@@ -563,16 +616,16 @@ class TcpEngine:
         changed, so only they are looked at; attempts are kept apart (`_attempts`)."""
         for flow in flows:
             conn = flow.conn
-            if conn is not None:
-                for d in (conn.da, conn.db):
+            if conn.__class__ is _Conn:  # (regular connections: done in RegularTable.step)
+                for d in (conn.da, conn.db):  # type: ignore[union-attr]
                     if d.recent and d.all_acked():
                         d.recent = bytearray()
         if not self._attempts:
             return
         stale = now - self.idle_ns
         for conn in list(self._attempts.values()):
-            if conn.synack_frame is not None or conn.da.payload_bytes or conn.db.payload_bytes:
-                del self._attempts[conn.stream]  # answered: no longer an attempt
+            if conn.answered():
+                del self._attempts[conn.stream]  # no longer an attempt
             elif conn.last_ts < stale:
                 self._end(conn, "end", out)
 
@@ -790,9 +843,13 @@ class TcpEngine:
             else:
                 closing.append(conn)
 
-    def _end(self, conn: _Conn, reason: str, out: list[TcpEvent]) -> None:
+    def _end(self, conn: _Conn | Regular, reason: str, out: list[TcpEvent]) -> None:
         if conn.done:
             return
+        if conn.__class__ is Regular:
+            self._end_regular(conn, out)  # type: ignore[arg-type]
+            return
+        assert isinstance(conn, _Conn)
         conn.done = True
         conn.da.flush(conn.last_frame, reason, out)
         conn.db.flush(conn.last_frame, reason, out)
@@ -808,3 +865,95 @@ class TcpEngine:
         # generation would otherwise wait for a full collection (memory followed the file).
         # (Pointing `peer` at itself, as before, is a cycle too.)
         del conn.da.peer, conn.db.peer
+
+    # --- regular connections (tcp_regular) ---------------------------------------------------
+
+    def _start_regular(self, h: Regular, out: list[TcpEvent]) -> None:
+        """The loop met a regular connection's SYN: number its stream, as `_new_conn` would."""
+        v = h.values()
+        flow = h.flow
+        stream = h.stream = self._streams
+        self._streams += 1
+        h.table.state[h.slot, tcp_regular.STREAM] = stream
+        client_a = v[tcp_regular.CLIENT_A] == 1
+        isn = v[tcp_regular.CLIENT + tcp_regular.ISN]
+        flow.stream = stream
+        flow.base_a, flow.base_b = (isn, -1) if client_a else (-1, isn)
+        flow.unset = True
+        h.client = flow.endpoint(client_a, self._names)
+        h.server = flow.endpoint(not client_a, self._names)
+        self._open[stream] = h  # type: ignore[assignment]
+        self._attempts[stream] = h  # type: ignore[assignment]
+        frame, ts = v[tcp_regular.FIRST_FRAME], v[tcp_regular.FIRST_TS]
+        out.append(StreamStart(stream, h.client, h.server, frame, ts, True, False, False))
+
+    def _release_regular(self, h: Regular) -> None:
+        """Write the pair's base sequence numbers back (Wireshark's numbering needs them) and
+        free the table row."""
+        v = h.values()
+        client = v[tcp_regular.CLIENT + tcp_regular.ISN]
+        server = v[tcp_regular.SERVER + tcp_regular.ISN]
+        flow = h.flow
+        if v[tcp_regular.CLIENT_A] == 1:
+            flow.base_a, flow.base_b = client, server
+        else:
+            flow.base_a, flow.base_b = server, client
+        flow.unset = flow.base_a < 0 or flow.base_b < 0
+        h.done = True
+        assert self._regular is not None
+        self._regular.release(h)
+
+    def _end_regular(self, h: Regular, out: list[TcpEvent]) -> None:
+        out.append(StreamEnd(tcp_regular.summary(h)))
+        del self._open[h.stream]
+        if self._attempts.get(h.stream) is h:
+            del self._attempts[h.stream]
+        flow = h.flow
+        self._release_regular(h)
+        if flow.conn is h:
+            flow.conn = None
+            self._released.append(flow)
+
+    def _materialize(self, h: Regular) -> _Conn:
+        """Turn a regular connection into an ordinary one, with the state the per-packet path
+        would have given it, before any row of the batch is handled."""
+        r = tcp_regular
+        v = h.values()
+        flow = h.flow
+        a_is_client = v[r.CLIENT_A] == 1
+        conn = _Conn(
+            h.stream, flow, a_is_client, False, v[r.FIRST_FRAME], v[r.FIRST_TS], self.ooo_cap,
+            False, self._names,
+        )  # fmt: skip
+        conn.last_frame, conn.last_ts = v[r.LAST_FRAME], v[r.LAST_TS]
+        conn.syn_frames.append(v[r.FIRST_FRAME])
+        conn.syn_ts.append(v[r.FIRST_TS])
+        if v[r.SYNACK_FRAME] >= 0:
+            conn.synack_frame, conn.synack_ts = v[r.SYNACK_FRAME], v[r.SYNACK_TS]
+            conn.rtt = v[r.SYNACK_TS] - v[r.FIRST_TS]
+        conn.closed_ts = v[r.CLOSED_TS]
+        letters = r.history(v)
+        conn.history.extend(letters)
+        client, server = (conn.da, conn.db) if a_is_client else (conn.db, conn.da)
+        for d, side, recent in ((client, r.CLIENT, h.recent[0]), (server, r.SERVER, h.recent[1])):
+            d.deliver = False
+            d.isn, d.nxt = v[side + r.ISN], v[side + r.NXT]
+            d.off = d.payload_bytes = v[side + r.BYTES]
+            d.midstream = d.isn < 0
+            d.acked = v[side + r.ACKED]
+            d.packets = v[side + r.PACKETS]
+            d.fin_seq = v[side + r.FIN_SEQ]
+            d.fin_frame = v[side + r.FIN_FRAME] if v[side + r.FIN_FRAME] >= 0 else None
+            d.fin_acked = v[side + r.FIN_ACKED] == 1
+            d.saw_pure_ack = v[side + r.KEY_A] >= 0
+            d.recent = bytearray(recent)
+        client.letters = {x for x in letters if x.isupper()}
+        server.letters = {x.upper() for x in letters if x.islower()}
+        self._open[h.stream] = conn
+        if self._attempts.get(h.stream) is h:
+            self._attempts[h.stream] = conn
+        if conn.closed_ts >= 0:
+            self._closing[self._closing.index(h)] = conn  # type: ignore[arg-type]
+        self._release_regular(h)
+        flow.conn = conn
+        return conn
