@@ -123,3 +123,18 @@ def test_redaction_hides_the_key_log_name_in_problems(tmp_path):
     text = str(doc)
     assert "bad.keys" not in text and str(tmp_path) not in text
     assert doc["capture"]["problems"][0]["message"].startswith("key log capture-2.keys, line 3: ")
+
+
+def test_capture_problems_make_one_finding_and_key_log_lines_none(tmp_path):
+    """Every damaged frame is listed in one CAPTURE_INCOMPLETE finding (a capture with
+    thousands of them must not bury the report), and a key log line is no capture damage."""
+    dns = analyze(_dns_capture(tmp_path))
+    [finding] = [f for f in dns.findings if f.code == "CAPTURE_INCOMPLETE"]
+    assert finding.title == "2 part(s) of the capture could not be read as written"
+    assert finding.frames == [2, 3]
+    assert "frame 2: UDP port 53 payload does not parse as DNS" in finding.detail
+    assert "(frame None)" not in render_text(dns)
+    capture, keys = _keylog_capture(tmp_path)
+    keyed = analyze(capture, keylog=keys)
+    assert keyed.problems and not [f for f in keyed.findings if f.code == "CAPTURE_INCOMPLETE"]
+    assert "frame None" not in render_text(keyed)

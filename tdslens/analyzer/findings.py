@@ -888,17 +888,26 @@ REDIRECT_RULES: dict[RedirectOutcome, Callable[[Context, list[Redirect]], Findin
 # -- capture rules -----------------------------------------------------------------------------
 
 
+MAX_LISTED_PROBLEMS = 5  # capture problems spelled out in the finding's text
+MAX_EVIDENCE_FRAMES = 100  # a capture with thousands of bad frames: the first ones prove it
+
+
 def capture_findings(ctx: Context) -> list[Finding]:
     a = ctx.analysis
     out = []
-    for p in a.problems:
+    # A key log line is no part of the capture: it is listed with the problems, no finding.
+    damaged = [p for p in a.problems if p.frame is not None]
+    if damaged:
+        shown = "; ".join(f"frame {p.frame}: {p.message}" for p in damaged[:MAX_LISTED_PROBLEMS])
+        more = len(damaged) - MAX_LISTED_PROBLEMS
         out.append(
             make(
                 "CAPTURE_INCOMPLETE",
-                "The capture file is damaged or cut",
-                f"{p.message} (frame {p.frame}); what follows it is not analysed.",
+                f"{len(damaged)} part(s) of the capture could not be read as written",
+                f"{shown}{f'; and {more} more (see the capture problems)' if more > 0 else ''}. "
+                "What could be read around them is analysed.",
                 [],
-                [p.frame] if p.frame else [],
+                [p.frame for p in damaged[:MAX_EVIDENCE_FRAMES] if p.frame is not None],
             )
         )
     one_way = [
