@@ -374,7 +374,7 @@ class TcpEngine:
         if regular is not None:
             for h in regular.fallback:
                 self._materialize(h)
-            extra = [(row, 1, h) for row, h in regular.starts]
+            extra = [(start[0], 1, start) for start in regular.starts]
             extra += [(row, 0, h, ts) for row, h, ts in regular.closes]
             heapq.heapify(extra)
             if regular.rows.any():
@@ -440,8 +440,8 @@ class TcpEngine:
                 if item.__class__ is Payload:  # a row of a taken run whose bytes are read
                     append(item)
                     continue
-                if item.__class__ is Regular:
-                    self._start_regular(item, out)
+                if item.__class__ is tuple:  # (row, handle, frame, ts, client_a, isn)
+                    self._start_regular(*item[1:], out)
                     continue
                 r = item
             elif vi < n_visit:
@@ -547,9 +547,8 @@ class TcpEngine:
                 ok = s >= 0
                 streams[rows[row_of[in_run[ok]]]] = s[ok]
             if regular is not None and regular.rows.any():
-                pair_stream = np.array(
-                    [h.stream if h is not None else -1 for h in regular.pair_handle], dtype=np.int64
-                )
+                pair_stream = np.full(len(flows), -1, dtype=np.int64)
+                pair_stream[regular.pairs] = [h.stream for h in regular.handles]
                 at = np.flatnonzero(regular.rows)
                 streams[rows[at]] = pair_stream[group_all[at]]
         if rp is not None:  # fast-lane bytes refer to this batch's buffer: copy or drop them
@@ -614,20 +613,21 @@ class TcpEngine:
         acknowledged (an idle pooled connection then holds almost nothing), and end
         never-answered attempts idle for `idle_ns`. Only the batch's connections can have
         changed, so only they are looked at; attempts are kept apart (`_attempts`)."""
+        if self._attempts:
+            stale = now - self.idle_ns
+            for conn in list(self._attempts.values()):
+                if conn.answered():
+                    del self._attempts[conn.stream]  # no longer an attempt
+                elif conn.last_ts < stale:
+                    self._end(conn, "end", out)
         for flow in flows:
             conn = flow.conn
             if conn.__class__ is _Conn:  # (regular connections: done in RegularTable.step)
                 for d in (conn.da, conn.db):  # type: ignore[union-attr]
                     if d.recent and d.all_acked():
                         d.recent = bytearray()
-        if not self._attempts:
-            return
-        stale = now - self.idle_ns
-        for conn in list(self._attempts.values()):
-            if conn.answered():
-                del self._attempts[conn.stream]  # no longer an attempt
-            elif conn.last_ts < stale:
-                self._end(conn, "end", out)
+                if self._regular is not None and _regular_again(conn, flow):  # type: ignore[arg-type]
+                    self._open[conn.stream] = self._regular.demote(conn, flow)  # type: ignore[union-attr]
 
     def _compact(self) -> None:
         """Shrink pairs whose connection ended to a small record (after the batch, when no
@@ -847,8 +847,10 @@ class TcpEngine:
         if conn.done:
             return
         if conn.__class__ is Regular:
-            self._end_regular(conn, out)  # type: ignore[arg-type]
-            return
+            if conn.conn is None:  # type: ignore[union-attr]
+                self._end_regular(conn, out)  # type: ignore[arg-type]
+                return
+            conn = self._materialize(conn)  # type: ignore[arg-type]
         assert isinstance(conn, _Conn)
         conn.done = True
         conn.da.flush(conn.last_frame, reason, out)
@@ -868,15 +870,14 @@ class TcpEngine:
 
     # --- regular connections (tcp_regular) ---------------------------------------------------
 
-    def _start_regular(self, h: Regular, out: list[TcpEvent]) -> None:
+    def _start_regular(
+        self, h: Regular, frame: int, ts: int, client_a: bool, isn: int, out: list[TcpEvent]
+    ) -> None:
         """The loop met a regular connection's SYN: number its stream, as `_new_conn` would."""
-        v = h.values()
         flow = h.flow
         stream = h.stream = self._streams
         self._streams += 1
         h.table.state[h.slot, tcp_regular.STREAM] = stream
-        client_a = v[tcp_regular.CLIENT_A] == 1
-        isn = v[tcp_regular.CLIENT + tcp_regular.ISN]
         flow.stream = stream
         flow.base_a, flow.base_b = (isn, -1) if client_a else (-1, isn)
         flow.unset = True
@@ -884,13 +885,11 @@ class TcpEngine:
         h.server = flow.endpoint(not client_a, self._names)
         self._open[stream] = h  # type: ignore[assignment]
         self._attempts[stream] = h  # type: ignore[assignment]
-        frame, ts = v[tcp_regular.FIRST_FRAME], v[tcp_regular.FIRST_TS]
         out.append(StreamStart(stream, h.client, h.server, frame, ts, True, False, False))
 
-    def _release_regular(self, h: Regular) -> None:
-        """Write the pair's base sequence numbers back (Wireshark's numbering needs them) and
-        free the table row."""
-        v = h.values()
+    def _release_regular(self, h: Regular, v: list[int]) -> None:
+        """Free the table row of a connection regular since its SYN, writing the pair's base
+        sequence numbers back (Wireshark's numbering needs them; `v`: the row's values)."""
         client = v[tcp_regular.CLIENT + tcp_regular.ISN]
         server = v[tcp_regular.SERVER + tcp_regular.ISN]
         flow = h.flow
@@ -899,17 +898,17 @@ class TcpEngine:
         else:
             flow.base_a, flow.base_b = server, client
         flow.unset = flow.base_a < 0 or flow.base_b < 0
-        h.done = True
         assert self._regular is not None
         self._regular.release(h)
 
     def _end_regular(self, h: Regular, out: list[TcpEvent]) -> None:
-        out.append(StreamEnd(tcp_regular.summary(h)))
+        v = h.values()
+        out.append(StreamEnd(tcp_regular.summary(h, v)))
         del self._open[h.stream]
         if self._attempts.get(h.stream) is h:
             del self._attempts[h.stream]
         flow = h.flow
-        self._release_regular(h)
+        self._release_regular(h, v)
         if flow.conn is h:
             flow.conn = None
             self._released.append(flow)
@@ -917,7 +916,14 @@ class TcpEngine:
     def _materialize(self, h: Regular) -> _Conn:
         """Turn a regular connection into an ordinary one, with the state the per-packet path
         would have given it, before any row of the batch is handled."""
+        assert self._regular is not None
+        if h.conn is not None:  # demoted earlier: its object, brought up to date
+            conn = self._regular.update(h)
+            self._swap(h, conn)
+            self._regular.release(h)
+            return conn
         r = tcp_regular
+        self._regular.settle(h)
         v = h.values()
         flow = h.flow
         a_is_client = v[r.CLIENT_A] == 1
@@ -949,11 +955,32 @@ class TcpEngine:
             d.recent = bytearray(recent)
         client.letters = {x for x in letters if x.isupper()}
         server.letters = {x.upper() for x in letters if x.islower()}
+        self._swap(h, conn)
+        self._release_regular(h, v)
+        return conn
+
+    def _swap(self, h: Regular, conn: _Conn) -> None:
+        """Put `conn` wherever the engine holds `h`."""
         self._open[h.stream] = conn
         if self._attempts.get(h.stream) is h:
             self._attempts[h.stream] = conn
-        if conn.closed_ts >= 0:
+        if conn.closed_ts >= 0 and h in self._closing:  # (not when _settle just took it)
             self._closing[self._closing.index(h)] = conn  # type: ignore[arg-type]
-        self._release_regular(h)
-        flow.conn = conn
-        return conn
+        h.flow.conn = conn
+
+
+def _regular_again(conn: _Conn, flow: _Flow) -> bool:
+    """Can the regular-connection table carry this connection from now on (see tcp_regular)?"""
+    da, db = conn.da, conn.db
+    return (
+        conn.closed_ts < 0
+        and not conn.done
+        and flow.conn is conn
+        and not flow.unset
+        and conn.answered()
+        and not (da.slow or db.slow or da.zw or db.zw or da.deliver or db.deliver)
+        and da.nxt >= 0
+        and db.nxt >= 0
+        and da.pending is None
+        and db.pending is None
+    )

@@ -1,32 +1,35 @@
-"""Regular connections: whole TCP connections kept as rows of a table, not as objects.
+"""Regular connections: TCP connections kept as rows of a table, not as objects.
 
-Why: with the fast lane taking most packets, what the engine still spends is Python per
+Why: with the fast lane taking most packets, what the engine still spent was Python per
 connection: two `Direction` objects and a `_Conn`, the handshake and closing packets one by one,
 one `take` per batch the connection appears in, the retransmission-compare bytes, the summary.
 On the 2M-packet benchmark (~54 packets per connection) that was ~2 µs per packet, most of
-the engine. Yet nearly every connection of a capture does the same few things. So when no
-consumer reads payload (`tdslens streams`: the engine's filter is `no_stream`), a connection
-that behaves regularly lives as one row of a numpy table, and all its packets in a batch are
-handled at once, for all such connections together.
+the engine. Yet nearly every connection does the same few things. So when no consumer reads
+payload (`tdslens streams`: the engine's filter is `no_stream`), a connection that behaves
+regularly lives as one row of a numpy table, and all its packets in a batch are handled at
+once, for all such connections together.
 
-**Regular** means: it starts with the client's pure SYN on an address pair with no open
-connection, and that SYN starts a new tcp.stream (Wireshark's rule, see `tcp.py`); the one
-SYN-ACK acknowledges it; after that every segment continues its side's bytes, fully captured,
-with a non-zero window; ACKs never acknowledge more than the other side sent (its FIN counts
-one); each side sends at most one FIN, after its data; no RST; nothing after the connection
-closed (both FINs acknowledged). Retransmissions, reordering, SYN retries, zero windows, gaps,
-resets, keep-alives: anything else is not regular.
+**Regular** packets: after the handshake, every segment continues its side's bytes, fully
+captured, with a non-zero window; ACKs never acknowledge more than the other side sent (its FIN
+counts one); each side sends at most one FIN, after its data; no RST, no SYN; nothing after
+the connection closed (both FINs acknowledged). A connection becomes regular
 
-How, per batch (`RegularTable.step`): numpy decides for every address pair whether its rows
-in the batch keep (or make) its connection regular, checking each row against the table's
-numbers (next sequence numbers, FINs). If so, their effect (packets, bytes, next sequence
-numbers, last ACKs, the SYN-ACK, FINs, history letters, last frame, the newest bytes for
-retransmission compares) is written into the table at once. The engine's loop then visits only
-the SYN, to number the stream and emit `StreamStart` in frame order, and the row where the
-connection closes, to start its linger in frame order. If not, a regular connection becomes an
-ordinary `_Conn` before any row of the batch is handled (`TcpEngine._materialize`), with the
-state the per-packet path would have given it, and the batch's rows take the ordinary path.
-Its summary is built from the table when it ends.
+- at its SYN: the client's pure SYN on an address pair with no open connection, starting a
+  new tcp.stream (Wireshark's rule, see `tcp.py`), then one SYN-ACK that acknowledges it;
+- or at the end of a batch, as an ordinary `_Conn` whose state the table can carry: open,
+  answered, nothing out of order or held, no zero window, both sides' next sequence numbers
+  known (`TcpEngine._demote`; the object is kept, only the numbers above move to the table).
+
+How, per batch (`RegularTable.step`): numpy decides for every address pair whether its rows in
+the batch are regular for its connection, checking each row against the table's numbers. If
+so, their effect (packets, bytes, next sequence numbers, last ACKs, the SYN-ACK, FINs, history
+letters, last frame, the newest bytes for retransmission compares) is written into the table at
+once; the engine's loop visits only the SYN, to number the stream and emit `StreamStart` in
+frame order, and the row where the connection closes, to start its linger in frame order. If
+not, the connection becomes an ordinary `_Conn` again before any row of the batch is handled
+(`TcpEngine._materialize`), with the state the per-packet path would have given it, and the
+batch's rows take the ordinary path. A connection that was regular from its SYN gets its
+summary from the table when it ends; one that was demoted, from its object brought up to date.
 
 tests/test_fast_path.py runs every sample and crafted case through this path (subscription to
 no payload, batches of 1, 3, 16, 1000 and all rows) and through the plain per-packet path, and
@@ -45,24 +48,29 @@ from tdslens.analyzer.tcp_events import ConnectionSummary, DirectionStats, Endpo
 from tdslens.analyzer.tcp_reassembly import HALF, MASK, RECENT_KEEP, RECENT_LIMIT
 
 if TYPE_CHECKING:
-    from tdslens.analyzer.tcp import _Flow
+    from tdslens.analyzer.tcp import _Conn, _Flow
 
 # Columns of the table, per connection ...
-STREAM, CLIENT_A, FIRST_FRAME, FIRST_TS, LAST_FRAME, LAST_TS = range(6)
-SYNACK_FRAME, SYNACK_TS, CLOSED_TS = range(6, 9)
-# ... and per side, at CLIENT + field or SERVER + field (-1: not yet / none):
+STREAM, CLIENT_A, PHASE = range(3)  # PHASE: 0 SYN seen, 1 established (SYN-ACK, or demoted)
+FIRST_FRAME, FIRST_TS, LAST_FRAME, LAST_TS = range(3, 7)
+SYNACK_FRAME, SYNACK_TS, CLOSED_TS = range(7, 10)
+# ... and per side, at CLIENT + field or SERVER + field (-1: none):
 ISN, NXT, ACKED, PACKETS, BYTES, FIN_SEQ, FIN_FRAME, FIN_ACKED = range(8)
-KEY_A, KEY_D, KEY_F = range(8, 11)  # history letters: 2 * frame (+1 for A and D), see _history
+# History letters: -1 not yet; -2 before the connection became regular (it is in the object's
+# history); else 2 * frame of first use, + 1 for A and D (after a FIN of the same packet).
+KEY_A, KEY_D, KEY_F = range(8, 11)
 HAS_RECENT = 11  # 1 if the side holds retransmission-compare bytes (Regular.recent)
-CLIENT, SERVER = 9, 21
-N_COLUMNS = 33
-_SIDE_COLUMNS = 12
+# The newest bytes the side sent, still in the batch buffer they came in (not copied yet):
+# batch number, and [lo:hi] in that batch's segment list (RegularTable.segments).
+TAIL_BATCH, TAIL_LO, TAIL_HI = range(12, 15)
+CLIENT, SERVER = 10, 25
+N_COLUMNS = 40
 
 
 class Regular:
     """Handle of a regular connection: where its row is, and what is not a number."""
 
-    __slots__ = ("client", "done", "flow", "recent", "server", "slot", "stream", "table")
+    __slots__ = ("client", "conn", "done", "flow", "recent", "server", "slot", "stream", "table")
 
     def __init__(self, table: RegularTable, slot: int, flow: _Flow) -> None:
         self.table = table
@@ -71,6 +79,7 @@ class Regular:
         self.stream = -1  # numbered when the loop meets the SYN
         self.client: Endpoint | None = None
         self.server: Endpoint | None = None
+        self.conn: _Conn | None = None  # the ordinary connection it was, if demoted
         self.recent = [b"", b""]  # client's, server's newest delivered bytes (see Direction)
         self.done = False
 
@@ -88,8 +97,8 @@ class Regular:
         return int(self.table.state[self.slot, LAST_TS])
 
     def answered(self) -> bool:
-        """A SYN-ACK was seen (so it is no longer an unanswered attempt)."""
-        return bool(self.table.state[self.slot, SYNACK_FRAME] >= 0)
+        """Established (so it is no longer an unanswered attempt)."""
+        return bool(self.table.state[self.slot, PHASE] >= 1)
 
     def values(self) -> list[int]:
         return self.table.state[self.slot].tolist()  # type: ignore[no-any-return]
@@ -100,10 +109,12 @@ class RegularBatch:
     """What `step` decided for one batch."""
 
     rows: np.ndarray  # bool per row: handled here (the loop skips it)
-    starts: list[tuple[int, Regular]]  # (row, handle): SYNs the loop must number
+    # (row, handle, frame, ts, client is side a, client ISN): SYNs the loop must number
+    starts: list[tuple[int, Regular, int, int, bool, int]]
     closes: list[tuple[int, Regular, int]]  # (row, handle, ts): where connections close
     fallback: list[Regular]  # no longer regular: to become ordinary connections first
-    pair_handle: list[Regular | None]  # per pair: its regular connection after the batch
+    pairs: np.ndarray  # the pairs handled here ...
+    handles: list[Regular]  # ... and their connections
 
 
 def _starts(keys: np.ndarray) -> np.ndarray:
@@ -120,27 +131,90 @@ def _ends(keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(last)
 
 
+def _first_per_pair(mask: np.ndarray, g: np.ndarray, n_pairs: int, none: int) -> np.ndarray:
+    """Per pair, the first position where `mask` holds (`g`: pair of each position, sorted)."""
+    at = np.full(n_pairs, none)
+    hit = np.flatnonzero(mask)
+    first = hit[_starts(g[hit])]
+    at[g[first]] = first
+    return at
+
+
 class RegularTable:
-    """The table of regular connections and the per-batch step."""
+    """The table of regular connections and the per-batch step.
+
+    Retransmission-compare bytes (`Regular.recent`, what `Direction.recent` is for ordinary
+    connections) are copied out of a batch's buffer only when needed: most are acknowledged
+    during the next batch and then dropped, so the table keeps the previous batch's buffer
+    and copies, at the end of a step, only the bytes still unacknowledged after a whole
+    further batch (`_retire`)."""
 
     def __init__(self) -> None:
         self.state = np.full((64, N_COLUMNS), -1, dtype=np.int64)
+        self.handles: list[Regular | None] = [None] * 64
         self.free: list[int] = list(range(63, -1, -1))
+        self.batch = 0
+        # batch number -> (buffer, payload offsets, lengths) of the segments tails point to
+        self.segments: dict[int, tuple[memoryview, np.ndarray, np.ndarray]] = {}
 
-    def _allocate(self, k: int) -> np.ndarray:
+    def allocate(self, k: int) -> list[int]:
         while len(self.free) < k:
             old = len(self.state)
             grown = np.full((2 * old, N_COLUMNS), -1, dtype=np.int64)
             grown[:old] = self.state
             self.state = grown
+            self.handles += [None] * old
             self.free[:0] = range(2 * old - 1, old - 1, -1)
-        slots = self.free[-k:] if k else []
+        slots = self.free[len(self.free) - k :]
         del self.free[len(self.free) - k :]
-        return np.array(slots[::-1], dtype=np.int64)
+        return slots[::-1]
 
     def release(self, handle: Regular) -> None:
         self.state[handle.slot] = -1
+        self.handles[handle.slot] = None
         self.free.append(handle.slot)
+        handle.done = True
+
+    def _fold(self, items: list[tuple[Regular, int]], rows: np.ndarray) -> None:
+        """Copy pending tails (still in a batch buffer) into `recent` bytes: for each item
+        (handle, side) with its table row in `rows`. One join copies all their segments."""
+        if not items:
+            return
+        parts: list[memoryview] = []
+        sizes: list[int] = []
+        for (_, side), row in zip(items, rows.tolist(), strict=True):
+            mv, offsets, lengths = self.segments[row[side + TAIL_BATCH]]
+            lo, hi = row[side + TAIL_LO], row[side + TAIL_HI]
+            lens = lengths[lo:hi].tolist()
+            parts += [mv[p : p + n] for p, n in zip(offsets[lo:hi].tolist(), lens, strict=True)]
+            sizes.append(sum(lens))
+        blob = b"".join(parts)
+        at = 0
+        for (h, side), size in zip(items, sizes, strict=True):
+            s = side == SERVER
+            h.recent[s] = _append(h.recent[s], blob, at, at + size)
+            at += size
+
+    def settle(self, handle: Regular) -> None:
+        """Copy the connection's pending tails now (it is leaving the table)."""
+        row = self.state[handle.slot]
+        for side in (CLIENT, SERVER):
+            if row[side + TAIL_BATCH] >= 0:
+                self._fold([(handle, side)], row[None, :])
+                row[side + TAIL_BATCH] = -1
+
+    def _retire(self) -> None:
+        """End of a step: tails still pending from earlier batches are copied, and only the
+        current batch's buffer is kept."""
+        state = self.state
+        for side in (CLIENT, SERVER):
+            col = state[:, side + TAIL_BATCH]
+            slots = np.flatnonzero((col >= 0) & (col != self.batch))
+            self._fold([(self.handles[slot], side) for slot in slots.tolist()], state[slots])  # type: ignore[misc]
+            state[slots, side + HAS_RECENT] = 1
+            state[slots, side + TAIL_BATCH] = -1
+        for batch in [b for b in self.segments if b != self.batch]:
+            del self.segments[batch]
 
     def step(
         self,
@@ -162,13 +236,14 @@ class RegularTable:
         """Handle the batch's rows of regular connections (see module docstring). Row arrays
         are in frame order; `order` sorts them by (pair, frame) and `go` is each sorted row's
         pair (pairs are numbered 0.. in that order). None if no pair qualifies."""
+        self.batch += 1
         n, n_pairs = len(order), len(flows)
         first = _starts(go)  # each pair's first position
-        handles: list[Regular | None] = [
-            f.conn if f.conn.__class__ is Regular else None  # type: ignore[misc]
-            for f in flows
-        ]
-        live = np.array([h is not None for h in handles], dtype=bool)
+        slots = np.array(
+            [f.conn.slot if f.conn.__class__ is Regular else -1 for f in flows],  # type: ignore[union-attr]
+            dtype=np.int64,
+        )
+        live = slots >= 0
         # A new regular connection: the pair's first row is a pure SYN starting a new stream.
         first_rows = order[first]
         maybe = np.flatnonzero(~live & ((fl[first_rows] & 0x17) == SYN) & (pw[first_rows] == 0))
@@ -183,35 +258,34 @@ class RegularTable:
                 new[p] = f.stream < 0 or (base >= 0 and s != base)
         cand = live | new
         if not cand.any():
+            self._retire()
             return None
 
         # Per pair: the connection's numbers at the batch start (a new one: from its SYN).
-        slots = np.array([h.slot if h is not None else 0 for h in handles], dtype=np.int64)
-        st = self.state[slots]
+        st = self.state[np.maximum(slots, 0)]
         st[~live] = -1
-        st[new, CLIENT_A] = sa[first_rows[new]]
-        st[new, CLIENT + ISN] = seq[first_rows[new]]
-        st[new, CLIENT + NXT] = (seq[first_rows[new]] + 1) & MASK
+        f_new = first_rows[new]
+        st[new, CLIENT_A] = sa[f_new]
+        st[new, PHASE] = 0
+        st[new, FIRST_FRAME] = number[f_new]
+        st[new, FIRST_TS] = ts_ns[f_new]
+        st[new, CLIENT + ISN] = seq[f_new]
+        st[new, CLIENT + NXT] = (seq[f_new] + 1) & MASK
         for side in (CLIENT, SERVER):
-            st[new, side + PACKETS] = 0
-            st[new, side + BYTES] = 0
-            st[new, side + FIN_ACKED] = 0
-            st[new, side + HAS_RECENT] = 0
-        established = st[:, SYNACK_FRAME] >= 0
+            for column in (PACKETS, BYTES, FIN_ACKED, HAS_RECENT):
+                st[new, side + column] = 0
+        established = st[:, PHASE] >= 1
         closed = st[:, CLOSED_TS] >= 0
 
         # Rows, sorted by (pair, frame), with their pair's numbers.
         g = go
         rows_c = cand[g]
         pos = np.arange(n)
-        sao, flo, seqo, acko = sa[order], fl[order], seq[order], ack[order]
-        pwo = pw[order]
+        sao, flo, seqo, acko, pwo = sa[order], fl[order], seq[order], ack[order], pw[order]
         client = sao == (st[g, CLIENT_A] == 1)
         is_syn = new[g] & (pos == first[g])
         # The SYN-ACK: the server's first row, acknowledging the client's SYN.
-        srv = np.flatnonzero(rows_c & ~client)
-        first_srv = np.full(n_pairs, n)
-        first_srv[g[srv[_starts(g[srv])]]] = srv[_starts(g[srv])]
+        first_srv = _first_per_pair(rows_c & ~client, g, n_pairs, n)
         is_synack = (
             ~established[g]
             & (pos == first_srv[g])
@@ -243,9 +317,7 @@ class RegularTable:
         # FINs: one per side, after its data.
         fin_at = []
         for side, mask in ((CLIENT, client), (SERVER, ~client)):
-            f = np.flatnonzero(fin & mask)
-            at = np.full(n_pairs, n)
-            at[g[f[_starts(g[f])]]] = f[_starts(g[f])]
+            at = _first_per_pair(fin & mask, g, n_pairs, n)
             bad |= fin & mask & (st[g, side + FIN_SEQ] >= 0)
             bad |= uses_seq & mask & (pos > at[g])
             fin_at.append(at)
@@ -263,71 +335,75 @@ class RegularTable:
         # connection closes: at the later of the two. Nothing may follow.
         acked_at = []
         for side, mask in ((CLIENT, ~client), (SERVER, client)):  # acks of that side's FIN
-            a = np.flatnonzero(of_fin & mask)
-            at = np.full(n_pairs, n)
-            at[g[a[_starts(g[a])]]] = a[_starts(g[a])]
+            at = _first_per_pair(of_fin & mask, g, n_pairs, n)
             acked_at.append(np.where(st[:, side + FIN_ACKED] == 1, -1, at))
         close_at = np.maximum(acked_at[0], acked_at[1])
         closing = cand & ~closed & (close_at >= 0) & (close_at < n)
         bad |= rows_c & closing[g] & (pos > close_at[g])
 
-        bad_pair = np.zeros(n_pairs, dtype=bool)
-        bad_pair[g[bad]] = True
-        ok = cand & ~bad_pair
-        fallback = [handles[p] for p in np.flatnonzero(live & bad_pair).tolist()]
+        # A connection with an irregular row: its rows before that row are still handled here
+        # (each check above looks only at earlier rows); it becomes an ordinary connection for
+        # the rest (fallback). Not for a new one (its SYN must be numbered first) or one that
+        # closes before (the close is the loop's): those go the ordinary way as a whole.
+        cut = _first_per_pair(bad, g, n_pairs, n)
+        bad_pair = cut < n
+        partial = live & bad_pair & ~closing & (cut > first)
+        ok = (cand & ~bad_pair) | partial
+        handles = self.handles
+        fallback = [handles[s] for s in slots[live & bad_pair].tolist()]
         if not ok.any():
+            self._retire()
             rows = np.zeros(n, dtype=bool)
-            return RegularBatch(rows, [], [], fallback, [None] * n_pairs)  # type: ignore[misc]
+            none = np.zeros(0, dtype=np.int64)
+            return RegularBatch(rows, [], [], fallback, none, [])  # type: ignore[arg-type]
 
         # The batch's effect on the connections that stay (or become) regular.
-        okr = ok[g]
+        okr = ok[g] & (pos < cut[g])
         k = np.flatnonzero(ok)
         new_k = k[new[k]]
-        fresh = self._allocate(len(new_k))
-        for p, slot in zip(new_k.tolist(), fresh.tolist(), strict=True):
-            h = handles[p] = Regular(self, slot, flows[p])
-            flows[p].conn = h  # type: ignore[assignment]
-        slot_k = np.array([handles[p].slot for p in k.tolist()], dtype=np.int64)  # type: ignore[union-attr]
+        fresh = self.allocate(len(new_k))
+        for p, slot in zip(new_k.tolist(), fresh, strict=True):
+            flows[p].conn = handles[slot] = Regular(self, slot, flows[p])  # type: ignore[assignment]
+        slots[new_k] = fresh
+        slot_k = slots[k]
         out = st[k]
-        f_new = first_rows[new_k]
-        is_new = new[k]
-        out[is_new, FIRST_FRAME] = number[f_new]
-        out[is_new, FIRST_TS] = ts_ns[f_new]
         numo = number[order]
-        last = _ends(g)[k]  # each pair's last position
+        handled = np.flatnonzero(okr)
+        pair_of = np.searchsorted(k, g[handled])  # index into k, per handled row
+        last = handled[_ends(pair_of)]  # each pair's last handled position
         out[:, LAST_FRAME] = numo[last]
         out[:, LAST_TS] = ts_ns[order[last]]
         sa_pos = np.flatnonzero(is_synack & okr)
         sa_pair = np.searchsorted(k, g[sa_pos])
+        out[sa_pair, PHASE] = 1
         out[sa_pair, SYNACK_FRAME] = numo[sa_pos]
         out[sa_pair, SYNACK_TS] = ts_ns[order[sa_pos]]
-        mv_rows = np.flatnonzero(okr)
-        pair_of = np.searchsorted(k, g[mv_rows])  # index into k, per handled row
+        cut_k = cut[k]
         tails = []  # per side: (side, pair index in k per group, group bounds, offsets, lengths)
         acked_all = {}
         for side, mask, fin_pos, ack_pos in (
             (CLIENT, client, fin_at[0], acked_at[0]),
             (SERVER, ~client, fin_at[1], acked_at[1]),
         ):
-            m = mask[mv_rows]
+            m = mask[handled]
             out[:, side + PACKETS] += np.bincount(pair_of[m], minlength=len(k))
-            sent = np.bincount(pair_of[m], weights=pwo[mv_rows[m]], minlength=len(k))
+            sent = np.bincount(pair_of[m], weights=pwo[handled[m]], minlength=len(k))
             sent = sent.astype(np.int64)
             out[:, side + BYTES] += sent
             known = out[:, side + NXT] >= 0
             out[known, side + NXT] = (out[known, side + NXT] + sent[known]) & MASK
             # The other side's rows with ACK set (the SYN-ACK too) acknowledge this side.
-            a = mv_rows[~m & ((flo[mv_rows] & ACK) != 0)]
+            a = handled[~m & ((flo[handled] & ACK) != 0)]
             if len(a):
                 last_a = a[_ends(g[a])]
                 out[np.searchsorted(k, g[last_a]), side + ACKED] = acko[last_a]
             fp = fin_pos[k]
-            has_fin = fp < n
+            has_fin = fp < cut_k
             out[has_fin, side + FIN_SEQ] = (seqo[fp[has_fin]] + pwo[fp[has_fin]]) & MASK
             out[has_fin, side + FIN_FRAME] = numo[fp[has_fin]]
             out[has_fin, side + KEY_F] = 2 * numo[fp[has_fin]]
             ap = ack_pos[k]
-            out[(ap >= 0) & (ap < n), side + FIN_ACKED] = 1
+            out[(ap >= 0) & (ap < cut_k), side + FIN_ACKED] = 1
             # History letters: the side's first pure ACK and first data, if new.
             for key, rows_of in (
                 (KEY_A, est & okr & mask & (pwo == 0) & ((flo & 0x17) == ACK)),
@@ -337,7 +413,7 @@ class RegularTable:
                 if len(r):
                     r = r[_starts(g[r])]
                     i = np.searchsorted(k, g[r])
-                    unset = out[i, side + key] < 0
+                    unset = out[i, side + key] == -1
                     out[i[unset], side + key] = 2 * numo[r[unset]] + 1
             # Everything this side sent is acknowledged (Direction.all_acked).
             dist = (out[:, side + ACKED] - out[:, side + NXT]) & MASK
@@ -348,7 +424,7 @@ class RegularTable:
             )
             # The newest bytes the side sent in the batch (up to RECENT_LIMIT), kept for
             # retransmission compares as the fast lane keeps them (see Direction.settle).
-            dr = mv_rows[m & (pwo[mv_rows] > 0)]
+            dr = handled[m & (pwo[handled] > 0)]
             if len(dr):
                 lens = pwo[dr]
                 upto = np.cumsum(lens)
@@ -360,60 +436,124 @@ class RegularTable:
                 at = np.searchsorted(k, g[dr[group_start]])
                 tails.append((side, at, np.append(group_start, len(dr)), po[order[dr]], lens))
         # Retransmission-compare bytes: dropped once everything sent is acknowledged (as the
-        # engine does per batch), otherwise the old ones plus the batch's newest.
+        # engine does per batch); otherwise the batch's newest bytes become the side's pending
+        # tail (an earlier one, from the previous batch, is copied first: see _retire).
         for side in (CLIENT, SERVER):
-            drop = acked_all[side] & (out[:, side + HAS_RECENT] == 1)
-            for i in np.flatnonzero(drop).tolist():
-                handles[k[i]].recent[side == SERVER] = b""  # type: ignore[union-attr]
-            out[acked_all[side], side + HAS_RECENT] = 0
-        for side, at, bounds, offsets, lens in tails:
-            s = side == SERVER
             acked = acked_all[side]
-            offsets_l, lens_l = offsets.tolist(), lens.tolist()
-            for i, lo, hi in zip(
-                at.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
-            ):
-                if acked[i]:
-                    continue
-                h = handles[k[i]]
-                h.recent[s] = _keep(h.recent[s], mv, offsets_l[lo:hi], lens_l[lo:hi])  # type: ignore[union-attr]
-                out[i, side + HAS_RECENT] = 1
+            for slot in slot_k[acked & (out[:, side + HAS_RECENT] == 1)].tolist():
+                handles[slot].recent[side == SERVER] = b""  # type: ignore[union-attr]
+            out[acked, side + HAS_RECENT] = 0
+            out[acked, side + TAIL_BATCH] = -1
+        seg_offsets, seg_lengths, n_seg = [], [], 0
+        for side, at, bounds, offsets, lens in tails:
+            pending = ~acked_all[side][at]
+            at, lo, hi = at[pending], bounds[:-1][pending] + n_seg, bounds[1:][pending] + n_seg
+            earlier = at[out[at, side + TAIL_BATCH] >= 0]
+            self._fold([(handles[slot], side) for slot in slot_k[earlier].tolist()], out[earlier])  # type: ignore[misc]
+            out[earlier, side + HAS_RECENT] = 1
+            out[at, side + TAIL_BATCH] = self.batch
+            out[at, side + TAIL_LO] = lo
+            out[at, side + TAIL_HI] = hi
+            seg_offsets.append(offsets)
+            seg_lengths.append(lens)
+            n_seg += len(offsets)
         self.state[slot_k] = out
+        if seg_offsets:
+            offsets, lengths = np.concatenate(seg_offsets), np.concatenate(seg_lengths)
+            self.segments[self.batch] = (mv, offsets, lengths)
+        self._retire()
 
-        starts = [(int(order[first[p]]), handles[p]) for p in new_k.tolist()]
+        new_rows = order[first[new_k]]
+        starts = [
+            (row, handles[slot], frame, ts, client_a == 1, isn)
+            for row, slot, frame, ts, client_a, isn in zip(
+                new_rows.tolist(), fresh, number[new_rows].tolist(), ts_ns[new_rows].tolist(),
+                st[new_k, CLIENT_A].tolist(), st[new_k, CLIENT + ISN].tolist(), strict=True,
+            )
+        ]  # fmt: skip
         c = k[closing[k]]
+        close_rows = order[close_at[c]]
         closes = [
-            (int(order[close_at[p]]), handles[p], int(ts_ns[order[close_at[p]]]))
-            for p in c.tolist()
+            (row, handles[slot], ts)
+            for row, slot, ts in zip(
+                close_rows.tolist(), slots[c].tolist(), ts_ns[close_rows].tolist(), strict=True
+            )
         ]
         rows = np.zeros(n, dtype=bool)
         rows[order[okr]] = True
-        pair_handle = [handles[p] if ok[p] else None for p in range(n_pairs)]
-        return RegularBatch(rows, starts, closes, fallback, pair_handle)  # type: ignore[arg-type]
+        ok_handles = [handles[slot] for slot in slot_k.tolist()]
+        return RegularBatch(rows, starts, closes, fallback, k, ok_handles)  # type: ignore[arg-type]
+
+    def demote(self, conn: _Conn, flow: _Flow) -> Regular:
+        """Take over an ordinary connection (see module docstring; the caller checked it is
+        open, answered, in order, with both next sequence numbers known)."""
+        slot = self.allocate(1)[0]
+        h = self.handles[slot] = Regular(self, slot, flow)
+        h.conn = conn
+        h.stream = conn.stream
+        h.client, h.server = conn.client, conn.server
+        row = self.state[slot]
+        row[STREAM] = conn.stream
+        row[CLIENT_A] = conn.a_is_client
+        row[PHASE] = 1
+        row[FIRST_FRAME], row[FIRST_TS] = conn.first_frame, conn.first_ts
+        row[LAST_FRAME], row[LAST_TS] = conn.last_frame, conn.last_ts
+        row[SYNACK_FRAME] = conn.synack_frame if conn.synack_frame is not None else -1
+        row[SYNACK_TS] = conn.synack_ts if conn.synack_ts is not None else -1
+        client, server = (conn.da, conn.db) if conn.a_is_client else (conn.db, conn.da)
+        for d, side in ((client, CLIENT), (server, SERVER)):
+            row[side + ISN], row[side + NXT], row[side + ACKED] = d.isn, d.nxt, d.acked
+            row[side + PACKETS], row[side + BYTES] = d.packets, d.payload_bytes
+            row[side + FIN_SEQ], row[side + FIN_ACKED] = d.fin_seq, d.fin_acked
+            row[side + FIN_FRAME] = d.fin_frame if d.fin_frame is not None else -1
+            row[side + KEY_A] = -2 if d.saw_pure_ack else -1
+            row[side + KEY_D] = -2 if d.payload_bytes else -1
+            row[side + KEY_F] = -2 if d.fin_frame is not None else -1
+            row[side + HAS_RECENT] = 1 if d.recent else 0
+            h.recent[side == SERVER] = bytes(d.recent)
+        flow.conn = h  # type: ignore[assignment]
+        return h
+
+    def update(self, h: Regular) -> _Conn:
+        """A demoted connection's object, brought up to date with its row."""
+        conn = h.conn
+        assert conn is not None
+        self.settle(h)
+        v = h.values()
+        conn.last_frame, conn.last_ts = v[LAST_FRAME], v[LAST_TS]
+        conn.closed_ts = v[CLOSED_TS]
+        client, server = (conn.da, conn.db) if conn.a_is_client else (conn.db, conn.da)
+        marks = []
+        for d, side in ((client, CLIENT), (server, SERVER)):
+            d.nxt, d.acked, d.packets = v[side + NXT], v[side + ACKED], v[side + PACKETS]
+            d.payload_bytes = v[side + BYTES]
+            d.off = d.payload_bytes + d.gap_bytes  # offsets count delivered bytes and gaps
+            d.fin_seq, d.fin_acked = v[side + FIN_SEQ], v[side + FIN_ACKED] == 1
+            d.fin_frame = v[side + FIN_FRAME] if v[side + FIN_FRAME] >= 0 else None
+            d.saw_pure_ack = v[side + KEY_A] != -1
+            d.recent = bytearray(h.recent[side == SERVER])
+            for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F")):
+                if v[side + key] >= 0:
+                    marks.append((v[side + key], letter, d))
+        marks.sort(key=lambda m: m[0])
+        for _, letter, d in marks:
+            d.mark(letter)
+        return conn
 
 
-def _keep(old: bytes, mv: memoryview, offsets: list[int], lengths: list[int]) -> bytes:
-    """`old` plus these segments of `mv`; past RECENT_LIMIT bytes, only the newest
-    RECENT_KEEP (what Direction.settle keeps)."""
-    if len(old) + sum(lengths) <= RECENT_LIMIT:
-        return b"".join([old, *[mv[p : p + n] for p, n in zip(offsets, lengths, strict=True)]])
-    parts: list[memoryview | bytes] = []
-    need = RECENT_KEEP
-    for p, n in zip(reversed(offsets), reversed(lengths), strict=True):
-        if n >= need:
-            parts.append(mv[p + n - need : p + n])
-            need = 0
-            break
-        parts.append(mv[p : p + n])
-        need -= n
-    if need:
-        parts.append(old[len(old) - need :])
-    parts.reverse()
-    return b"".join(parts)
+def _append(old: bytes, blob: bytes, start: int, stop: int) -> bytes:
+    """`old` + blob[start:stop]; past RECENT_LIMIT bytes, only the newest RECENT_KEEP (what
+    Direction.settle keeps)."""
+    size = stop - start
+    if len(old) + size <= RECENT_LIMIT:
+        return old + blob[start:stop]
+    if size >= RECENT_KEEP:
+        return blob[stop - RECENT_KEEP : stop]
+    return old[len(old) - (RECENT_KEEP - size) :] + blob[start:stop]
 
 
 def history(values: list[int]) -> list[str]:
-    """History letters of a regular connection in the order they were first seen."""
+    """History letters of a connection regular since its SYN, in the order first seen."""
     keyed = [(2 * values[FIRST_FRAME], "S")]
     if values[SYNACK_FRAME] >= 0:
         keyed.append((2 * values[SYNACK_FRAME], "h"))
@@ -425,9 +565,9 @@ def history(values: list[int]) -> list[str]:
     return [letter for _, letter in keyed]
 
 
-def summary(handle: Regular) -> ConnectionSummary:
-    """The connection's summary, as the per-packet path would have built it."""
-    v = handle.values()
+def summary(handle: Regular, v: list[int]) -> ConnectionSummary:
+    """The summary of a connection regular since its SYN, as the per-packet path would have
+    built it (`v`: its row)."""
     synack = v[SYNACK_FRAME] >= 0
     stats = []
     for side in (CLIENT, SERVER):
