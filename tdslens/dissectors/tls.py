@@ -52,6 +52,9 @@ class ContentType(IntEnum):
     APPLICATION_DATA = 23
 
 
+_CONTENT_TYPES = frozenset(ContentType)
+
+
 class HandshakeType(IntEnum):
     HELLO_REQUEST = 0
     CLIENT_HELLO = 1
@@ -134,25 +137,46 @@ class _R:
         self.d, self.p, self.end = d, p, len(d) if end is None else end
 
     def take(self, n: int) -> bytes:
-        if self.p + n > self.end:
+        p = self.p + n
+        if p > self.end:
             raise _Short
-        self.p += n
-        return self.d[self.p - n : self.p]
+        self.p = p
+        return self.d[p - n : p]
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        p = self.p
+        if p >= self.end:
+            raise _Short
+        self.p = p + 1
+        return self.d[p]
 
     def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
+        p = self.p + 2
+        if p > self.end:
+            raise _Short
+        self.p = p
+        return (self.d[p - 2] << 8) | self.d[p - 1]
 
     def u24(self) -> int:
         return int.from_bytes(self.take(3), "big")
 
+    def u16s(self) -> tuple[int, ...]:
+        """The rest as big-endian 16-bit values (cipher suites, versions); an odd byte is
+        left unread."""
+        n = (self.end - self.p) // 2
+        values = struct.unpack_from(f">{n}H", self.d, self.p)
+        self.p += 2 * n
+        return values
+
     def vec(self, len_bytes: int) -> _R:
-        n = int.from_bytes(self.take(len_bytes), "big")
-        start = self.p
-        self.take(n)
-        return _R(self.d, start, start + n)
+        start = self.p + len_bytes
+        if start > self.end:
+            raise _Short
+        stop = start + int.from_bytes(self.d[self.p : start], "big")
+        if stop > self.end:
+            raise _Short
+        self.p = stop
+        return _R(self.d, start, stop)
 
     def left(self) -> int:
         return self.end - self.p
@@ -176,7 +200,7 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
     r.take(32)
     r.vec(1)
     cs = r.vec(2)
-    ciphers = tuple(cs.u16() for _ in range(cs.left() // 2))
+    ciphers = cs.u16s()
     r.vec(1)
     exts = _extensions(r)
     sni = None
@@ -198,7 +222,7 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
     versions: tuple[int, ...] = ()
     if Extension.SUPPORTED_VERSIONS in exts:
         v = exts[Extension.SUPPORTED_VERSIONS].vec(1)
-        versions = tuple(v.u16() for _ in range(v.left() // 2))
+        versions = v.u16s()
     return {
         "legacy_version": legacy,
         "supported_versions": versions,
@@ -318,7 +342,7 @@ class TlsDissector:
                 buf.need = TLS_HEADER_LEN
                 break
             ctype, version, length = buf.unpack(TLS_HEADER)
-            if ctype not in tuple(ContentType) or version >> 8 != 3 or length > TLS_MAX_RECORD:
+            if ctype not in _CONTENT_TYPES or version >> 8 != 3 or length > TLS_MAX_RECORD:
                 out.append(
                     Malformed(
                         frames=buf.frames(len(buf)),
