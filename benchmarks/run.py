@@ -39,6 +39,8 @@ import generate  # noqa: E402  (sibling module; benchmarks/ is not a package)
 
 STREAMS_TARGET = 5.0  # issue 3: tshark time / tdslens time
 ANALYZE_TARGET = 10.0  # issue 9
+ANALYZE_RSS_GROWTH = 1.2  # issue 9: the 2M run within 1.2x the 200k run's peak RSS...
+ANALYZE_RSS_LIMIT_MIB = 300  # ...and under 300 MB
 RSS_GROWTH_LIMIT = 1.15  # "does not grow": largest size within 15% of the smallest
 # Issue 9's reference: Wireshark's TDS dissection, worker ports decoded as TDS, one line per PDU.
 TSHARK_TDS = (
@@ -62,14 +64,22 @@ print(json.dumps({"seconds": seconds, "events": n, "frames": pipe.frames, "strea
 """
 
 
-# Opt-in (slow today): the whole analysis in one process, before `tdslens analyze` exists.
-INPROCESS_ANALYSIS = """
+# Issue 9: the HTML report's rendering on its own. The analysis is made once (its time is
+# reported, not compared); then render_html runs `repeat` times in the same process.
+HTML_RENDER = """
 import json, sys, time
 from tdslens.analyzer.analysis import analyze
+from tdslens.reports.html import render_html
 t = time.perf_counter()
 a = analyze(sys.argv[1])
-print(json.dumps({"seconds": time.perf_counter() - t, "connections": len(a.connections),
-                  "redirects": len(a.redirects), "attempts": len(a.attempts)}))
+analysis_s = time.perf_counter() - t
+renders = []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    page = render_html(a)
+    renders.append(time.perf_counter() - t)
+print(json.dumps({"analysis_s": analysis_s, "render_s": renders, "html_bytes": len(page.encode()),
+                  "connections": len(a.connections)}))
 """
 
 
@@ -283,7 +293,7 @@ class SizeResult:
     analyze: tuple[Measure, Measure] | None = None
     inprocess: Measure | None = None
     inprocess_info: dict = field(default_factory=dict)
-    analysis_runs: list[tuple[float, int, dict]] = field(default_factory=list)
+    html: dict = field(default_factory=dict)  # HTML_RENDER's output, plus peak RSS
     notes: list[str] = field(default_factory=list)
 
 
@@ -373,17 +383,15 @@ def bench_size(
             )
         res.inprocess = m
 
-    if args.inprocess_analysis:
-        python = tdslens_python(cmd)
-        for i in range(args.repeat):
-            s, info = run_capture([python, "-c", INPROCESS_ANALYSIS, str(path)])
-            if s.returncode != 0:
-                res.notes.append("In-process analysis unavailable: "
-                                 + (s.stderr.strip().splitlines() or ["?"])[-1][:200])  # fmt: skip
-                break
-            res.analysis_runs.append((info.get("seconds", s.seconds), s.peak_rss_kb, info))
-            print(f"  {'analysis':<18} run {i + 1}: {info.get('seconds', 0):8.2f} s "
-                  f"{s.peak_rss_kb / 1024:8.0f} MiB", flush=True)  # fmt: skip
+    if can_analyze:  # the caller passes can_analyze only for --analyze-sizes
+        s, info = run_capture([tdslens_python(cmd), "-c", HTML_RENDER, str(path), str(args.repeat)])
+        if s.returncode != 0 or not info:
+            res.notes.append("HTML rendering unavailable: "
+                             + (s.stderr.strip().splitlines() or ["?"])[-1][:200])  # fmt: skip
+        else:
+            res.html = {**info, "peak_rss_kb": s.peak_rss_kb}
+            print(f"  {'render_html':<18} {statistics.median(info['render_s']):8.2f} s "
+                  f"{info['html_bytes'] / 1e6:8.1f} MB", flush=True)  # fmt: skip
     return res
 
 
@@ -470,6 +478,21 @@ def report(results: list[SizeResult], args: argparse.Namespace, env: dict[str, s
             HEADER,
         ]
         lines += [_row(r, r.analyze, ANALYZE_TARGET) for r in analyze]
+        ok = [r for r in analyze if r.analyze[0].ok]
+        if len(ok) >= 2:
+            small, big = ok[0].analyze[0], ok[-1].analyze[0]
+            growth = big.rss_mib / small.rss_mib
+            met = growth <= ANALYZE_RSS_GROWTH and big.rss_mib < ANALYZE_RSS_LIMIT_MIB
+            lines += ["", f"Peak RSS of tdslens analyze, {ok[0].label} → {ok[-1].label}: "
+                      f"{small.rss_mib:,.0f} → {big.rss_mib:,.0f} MiB (x{growth:.2f}; target: "
+                      f"<= x{ANALYZE_RSS_GROWTH} and < {ANALYZE_RSS_LIMIT_MIB} MiB): "
+                      f"{'met' if met else 'NOT met'}."]  # fmt: skip
+        large = [r for r in ok if r.manifest["packets"] >= 1_000_000]
+        if large:
+            r = large[-1]
+            ratio = r.analyze[1].median / r.analyze[0].median
+            lines += ["", f"Speed target (>={ANALYZE_TARGET:g}x on {r.label}): {ratio:.1f}x - "
+                      f"{'met' if ratio >= ANALYZE_TARGET else 'NOT met'}."]  # fmt: skip
         lines.append("")
     inproc = [r for r in results if r.inprocess and r.inprocess.samples]
     if inproc:
@@ -489,18 +512,18 @@ def report(results: list[SizeResult], args: argparse.Namespace, env: dict[str, s
                 f"{r.inprocess_info.get('streams', '?')} | {m.rss_mib:,.0f} |"
             )
         lines.append("")
-    analysed = [r for r in results if r.analysis_runs]
-    if analysed:
-        lines += ["### In process: the whole analysis (`analysis.analyze(path)`), opt-in", "",
-                  "| size | packets | median s | peak RSS MiB | connections | redirects found "
-                  "| redirects written |", "|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
-        for r in analysed:
-            secs = statistics.median(x[0] for x in r.analysis_runs)
-            rss = statistics.median(x[1] for x in r.analysis_runs) / 1024
-            info = r.analysis_runs[-1][2]
-            lines.append(f"| {r.label} | {r.manifest['packets']:,} | {secs:.2f} | {rss:,.0f} "
-                         f"| {info.get('connections', '?')} | {info.get('redirects', '?')} "
-                         f"| {len(r.manifest['redirects'])} |")  # fmt: skip
+    rendered = [r for r in results if r.html]
+    if rendered:
+        lines += ["### Issue 9: the HTML report rendered on its own (`render_html(analysis)`, "
+                  "in process, after one `analyze`)", "",
+                  "| size | connections | analyze s (once) | render median s | HTML MB "
+                  "| peak RSS MiB (analysis + render) |", "|---|--:|--:|--:|--:|--:|"]  # fmt: skip
+        for r in rendered:
+            h = r.html
+            render = statistics.median(h["render_s"])
+            lines.append(f"| {r.label} | {h['connections']:,} | {h['analysis_s']:.2f} "
+                         f"| {render:.2f} | {h['html_bytes'] / 1e6:.1f} "
+                         f"| {h['peak_rss_kb'] / 1024:,.0f} |")  # fmt: skip
         lines.append("")
     notes = sorted({n for r in results for n in r.notes})
     if notes:
@@ -556,11 +579,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tshark", default=shutil.which("tshark") or "/usr/bin/tshark")
     p.add_argument("--tdslens", help="tdslens command (default: .venv, PATH, or this checkout)")
     p.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurement")
-    p.add_argument(
-        "--inprocess-analysis",
-        action="store_true",
-        help="also time the whole analysis in process (slow; until analyze exists)",
-    )
     p.add_argument("--analyze-sizes", help="sizes for the analyze benchmark (default: all)")
     p.add_argument("--no-write", action="store_true", help="print the results, keep RESULTS.md")
     args = p.parse_args(argv)
