@@ -214,6 +214,8 @@ def test_one_finding_per_problem(path):
             if f.code.startswith("REDIRECT_"):
                 assert {r.gateway for r in a.redirects} <= set(f.connections)
     assert [f.code for f in a.findings].count("PROXY_POLICY_IN_USE") <= 1
+    for attempt in a.attempts:  # the verdict counts the tries once, not twice
+        assert attempt.verdict is None or attempt.verdict.summary.count(" tries") <= 1
 
 
 def test_blocked_redirect_lists_the_syn_retransmissions():

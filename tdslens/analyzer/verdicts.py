@@ -96,6 +96,8 @@ def _explaining(ctx: Context, attempt: Attempt, streams: set[int]) -> Finding | 
 def _from_finding(result: str, f: Finding | None, tries: str) -> Verdict:
     if f is None:
         return Verdict(result, None, f"no explaining finding{tries}")
+    if " tries" in f.title:  # one finding for every try already counts them in its title
+        tries = ""
     return Verdict(result, f.code, f"{result}{tries}: {f.title}")
 
 
