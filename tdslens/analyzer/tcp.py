@@ -563,6 +563,10 @@ class TcpEngine:
         now = int(cols.ts_ns[rows[-1]])
         if self._closing:
             self._settle(now, out)
+        if regular is not None and len(regular.regular):  # (the table looked after its own)
+            others = np.ones(len(flows), dtype=bool)
+            others[regular.regular] = False
+            flows = [flows[p] for p in np.flatnonzero(others).tolist()]
         self._sweep(flows, now, out)
         if self._released:
             self._compact()
@@ -850,7 +854,7 @@ class TcpEngine:
             if conn.conn is None:  # type: ignore[union-attr]
                 self._end_regular(conn, out)  # type: ignore[arg-type]
                 return
-            conn = self._materialize(conn)  # type: ignore[arg-type]
+            conn = self._materialize(conn, ending=True)  # type: ignore[arg-type]
         assert isinstance(conn, _Conn)
         conn.done = True
         conn.da.flush(conn.last_frame, reason, out)
@@ -913,13 +917,13 @@ class TcpEngine:
             flow.conn = None
             self._released.append(flow)
 
-    def _materialize(self, h: Regular) -> _Conn:
+    def _materialize(self, h: Regular, ending: bool = False) -> _Conn:
         """Turn a regular connection into an ordinary one, with the state the per-packet path
-        would have given it, before any row of the batch is handled."""
+        would have given it, before any row of the batch is handled (or to end it: `ending`)."""
         assert self._regular is not None
         if h.conn is not None:  # demoted earlier: its object, brought up to date
-            conn = self._regular.update(h)
-            self._swap(h, conn)
+            conn = self._regular.update(h, ending)
+            self._swap(h, conn, ending)
             self._regular.release(h)
             return conn
         r = tcp_regular
@@ -955,16 +959,17 @@ class TcpEngine:
             d.recent = bytearray(recent)
         client.letters = {x for x in letters if x.isupper()}
         server.letters = {x.upper() for x in letters if x.islower()}
-        self._swap(h, conn)
+        self._swap(h, conn, ending)
         self._release_regular(h, v)
         return conn
 
-    def _swap(self, h: Regular, conn: _Conn) -> None:
-        """Put `conn` wherever the engine holds `h`."""
+    def _swap(self, h: Regular, conn: _Conn, ending: bool) -> None:
+        """Put `conn` wherever the engine holds `h` (a connection about to end is not put
+        back among the closing ones: `_settle` just took it from there)."""
         self._open[h.stream] = conn
         if self._attempts.get(h.stream) is h:
             self._attempts[h.stream] = conn
-        if conn.closed_ts >= 0 and h in self._closing:  # (not when _settle just took it)
+        if conn.closed_ts >= 0 and not ending:
             self._closing[self._closing.index(h)] = conn  # type: ignore[arg-type]
         h.flow.conn = conn
 

@@ -113,8 +113,9 @@ class RegularBatch:
     starts: list[tuple[int, Regular, int, int, bool, int]]
     closes: list[tuple[int, Regular, int]]  # (row, handle, ts): where connections close
     fallback: list[Regular]  # no longer regular: to become ordinary connections first
-    pairs: np.ndarray  # the pairs handled here ...
+    pairs: np.ndarray  # the pairs with rows handled here ...
     handles: list[Regular]  # ... and their connections
+    regular: np.ndarray  # the pairs whose connection stays regular (not in fallback)
 
 
 def _starts(keys: np.ndarray) -> np.ndarray:
@@ -177,22 +178,31 @@ class RegularTable:
 
     def _fold(self, items: list[tuple[Regular, int]], rows: np.ndarray) -> None:
         """Copy pending tails (still in a batch buffer) into `recent` bytes: for each item
-        (handle, side) with its table row in `rows`. One join copies all their segments."""
+        (handle, side) with its table row in `rows`. One join copies all the segments that
+        survive the trim (see _append)."""
         if not items:
             return
         parts: list[memoryview] = []
-        sizes: list[int] = []
-        for (_, side), row in zip(items, rows.tolist(), strict=True):
+        sizes: list[tuple[int, bool]] = []
+        for (h, side), row in zip(items, rows.tolist(), strict=True):
             mv, offsets, lengths = self.segments[row[side + TAIL_BATCH]]
             lo, hi = row[side + TAIL_LO], row[side + TAIL_HI]
             lens = lengths[lo:hi].tolist()
+            size = sum(lens)
+            trim = len(h.recent[side == SERVER]) + size > RECENT_LIMIT
+            if trim:  # only the newest RECENT_KEEP bytes are kept: skip older segments
+                skip = 0
+                while size - lens[skip] >= RECENT_KEEP:
+                    size -= lens[skip]
+                    skip += 1
+                lo, lens = lo + skip, lens[skip:]
             parts += [mv[p : p + n] for p, n in zip(offsets[lo:hi].tolist(), lens, strict=True)]
-            sizes.append(sum(lens))
+            sizes.append((size, trim))
         blob = b"".join(parts)
         at = 0
-        for (h, side), size in zip(items, sizes, strict=True):
+        for (h, side), (size, trim) in zip(items, sizes, strict=True):
             s = side == SERVER
-            h.recent[s] = _append(h.recent[s], blob, at, at + size)
+            h.recent[s] = _append(h.recent[s], blob, at, at + size, trim)
             at += size
 
     def settle(self, handle: Regular) -> None:
@@ -355,7 +365,7 @@ class RegularTable:
             self._retire()
             rows = np.zeros(n, dtype=bool)
             none = np.zeros(0, dtype=np.int64)
-            return RegularBatch(rows, [], [], fallback, none, [])  # type: ignore[arg-type]
+            return RegularBatch(rows, [], [], fallback, none, [], none)  # type: ignore[arg-type]
 
         # The batch's effect on the connections that stay (or become) regular.
         okr = ok[g] & (pos < cut[g])
@@ -367,54 +377,60 @@ class RegularTable:
         slots[new_k] = fresh
         slot_k = slots[k]
         out = st[k]
-        numo = number[order]
+        # Everything below works on the handled rows, in (pair, frame) order; `hk` is each
+        # one's index in k, so per-connection sums and firsts/lasts need no search.
         handled = np.flatnonzero(okr)
-        pair_of = np.searchsorted(k, g[handled])  # index into k, per handled row
-        last = handled[_ends(pair_of)]  # each pair's last handled position
-        out[:, LAST_FRAME] = numo[last]
-        out[:, LAST_TS] = ts_ns[order[last]]
-        sa_pos = np.flatnonzero(is_synack & okr)
-        sa_pair = np.searchsorted(k, g[sa_pos])
-        out[sa_pair, PHASE] = 1
-        out[sa_pair, SYNACK_FRAME] = numo[sa_pos]
-        out[sa_pair, SYNACK_TS] = ts_ns[order[sa_pos]]
+        index_in_k = np.full(n_pairs, -1)
+        index_in_k[k] = np.arange(len(k))
+        hk = index_in_k[g[handled]]
+        h_first, h_last = _starts(hk), _ends(hk)
+        h_order = order[handled]
+        h_num = number[h_order]
+        h_pw, h_fl, h_ack = pwo[handled], flo[handled], acko[handled]
+        h_client, h_est = client[handled], est[handled]
+        h_acking = (h_fl & ACK) != 0
+        out[:, LAST_FRAME] = h_num[h_last]
+        out[:, LAST_TS] = ts_ns[h_order[h_last]]
+        sa_pos = np.flatnonzero(is_synack[handled])
+        out[hk[sa_pos], PHASE] = 1
+        out[hk[sa_pos], SYNACK_FRAME] = h_num[sa_pos]
+        out[hk[sa_pos], SYNACK_TS] = ts_ns[h_order[sa_pos]]
         cut_k = cut[k]
-        tails = []  # per side: (side, pair index in k per group, group bounds, offsets, lengths)
+        tails = []  # per side: (side, index in k per group, group bounds, offsets, lengths)
         acked_all = {}
-        for side, mask, fin_pos, ack_pos in (
-            (CLIENT, client, fin_at[0], acked_at[0]),
-            (SERVER, ~client, fin_at[1], acked_at[1]),
+        for side, m, fin_pos, ack_pos in (
+            (CLIENT, h_client, fin_at[0], acked_at[0]),
+            (SERVER, ~h_client, fin_at[1], acked_at[1]),
         ):
-            m = mask[handled]
-            out[:, side + PACKETS] += np.bincount(pair_of[m], minlength=len(k))
-            sent = np.bincount(pair_of[m], weights=pwo[handled[m]], minlength=len(k))
-            sent = sent.astype(np.int64)
+            out[:, side + PACKETS] += np.add.reduceat(m.astype(np.int64), h_first)
+            sent = np.add.reduceat(np.where(m, h_pw, 0), h_first)
             out[:, side + BYTES] += sent
             known = out[:, side + NXT] >= 0
             out[known, side + NXT] = (out[known, side + NXT] + sent[known]) & MASK
             # The other side's rows with ACK set (the SYN-ACK too) acknowledge this side.
-            a = handled[~m & ((flo[handled] & ACK) != 0)]
+            a = np.flatnonzero(~m & h_acking)
             if len(a):
-                last_a = a[_ends(g[a])]
-                out[np.searchsorted(k, g[last_a]), side + ACKED] = acko[last_a]
+                a = a[_ends(hk[a])]
+                out[hk[a], side + ACKED] = h_ack[a]
             fp = fin_pos[k]
             has_fin = fp < cut_k
             out[has_fin, side + FIN_SEQ] = (seqo[fp[has_fin]] + pwo[fp[has_fin]]) & MASK
-            out[has_fin, side + FIN_FRAME] = numo[fp[has_fin]]
-            out[has_fin, side + KEY_F] = 2 * numo[fp[has_fin]]
+            out[has_fin, side + FIN_FRAME] = number[order[fp[has_fin]]]
+            out[has_fin, side + KEY_F] = 2 * out[has_fin, side + FIN_FRAME]
             ap = ack_pos[k]
             out[(ap >= 0) & (ap < cut_k), side + FIN_ACKED] = 1
             # History letters: the side's first pure ACK and first data, if new.
+            data = m & (h_pw > 0)
             for key, rows_of in (
-                (KEY_A, est & okr & mask & (pwo == 0) & ((flo & 0x17) == ACK)),
-                (KEY_D, est & okr & mask & (pwo > 0)),
+                (KEY_A, m & h_est & (h_pw == 0) & ((h_fl & 0x17) == ACK)),
+                (KEY_D, data & h_est),
             ):
                 r = np.flatnonzero(rows_of)
                 if len(r):
-                    r = r[_starts(g[r])]
-                    i = np.searchsorted(k, g[r])
+                    r = r[_starts(hk[r])]
+                    i = hk[r]
                     unset = out[i, side + key] == -1
-                    out[i[unset], side + key] = 2 * numo[r[unset]] + 1
+                    out[i[unset], side + key] = 2 * h_num[r[unset]] + 1
             # Everything this side sent is acknowledged (Direction.all_acked).
             dist = (out[:, side + ACKED] - out[:, side + NXT]) & MASK
             acked_all[side] = (
@@ -424,17 +440,17 @@ class RegularTable:
             )
             # The newest bytes the side sent in the batch (up to RECENT_LIMIT), kept for
             # retransmission compares as the fast lane keeps them (see Direction.settle).
-            dr = handled[m & (pwo[handled] > 0)]
+            dr = np.flatnonzero(data)
             if len(dr):
-                lens = pwo[dr]
+                lens = h_pw[dr]
                 upto = np.cumsum(lens)
-                group_start = _starts(g[dr])
-                total = np.repeat(upto[_ends(g[dr])], np.diff(np.append(group_start, len(dr))))
+                group_start = _starts(hk[dr])
+                total = np.repeat(upto[_ends(hk[dr])], np.diff(np.append(group_start, len(dr))))
                 keep = total - upto < RECENT_LIMIT
                 dr, lens = dr[keep], lens[keep]
-                group_start = _starts(g[dr])
-                at = np.searchsorted(k, g[dr[group_start]])
-                tails.append((side, at, np.append(group_start, len(dr)), po[order[dr]], lens))
+                group_start = _starts(hk[dr])
+                at = hk[dr[group_start]]
+                tails.append((side, at, np.append(group_start, len(dr)), po[h_order[dr]], lens))
         # Retransmission-compare bytes: dropped once everything sent is acknowledged (as the
         # engine does per batch); otherwise the batch's newest bytes become the side's pending
         # tail (an earlier one, from the previous batch, is copied first: see _retire).
@@ -482,7 +498,8 @@ class RegularTable:
         rows = np.zeros(n, dtype=bool)
         rows[order[okr]] = True
         ok_handles = [handles[slot] for slot in slot_k.tolist()]
-        return RegularBatch(rows, starts, closes, fallback, k, ok_handles)  # type: ignore[arg-type]
+        regular = k[~bad_pair[k]]
+        return RegularBatch(rows, starts, closes, fallback, k, ok_handles, regular)  # type: ignore[arg-type]
 
     def demote(self, conn: _Conn, flow: _Flow) -> Regular:
         """Take over an ordinary connection (see module docstring; the caller checked it is
@@ -514,11 +531,13 @@ class RegularTable:
         flow.conn = h  # type: ignore[assignment]
         return h
 
-    def update(self, h: Regular) -> _Conn:
-        """A demoted connection's object, brought up to date with its row."""
+    def update(self, h: Regular, ending: bool = False) -> _Conn:
+        """A demoted connection's object, brought up to date with its row (`ending`: it ends
+        now, its retransmission-compare bytes are not needed)."""
         conn = h.conn
         assert conn is not None
-        self.settle(h)
+        if not ending:
+            self.settle(h)
         v = h.values()
         conn.last_frame, conn.last_ts = v[LAST_FRAME], v[LAST_TS]
         conn.closed_ts = v[CLOSED_TS]
@@ -531,7 +550,8 @@ class RegularTable:
             d.fin_seq, d.fin_acked = v[side + FIN_SEQ], v[side + FIN_ACKED] == 1
             d.fin_frame = v[side + FIN_FRAME] if v[side + FIN_FRAME] >= 0 else None
             d.saw_pure_ack = v[side + KEY_A] != -1
-            d.recent = bytearray(h.recent[side == SERVER])
+            if not ending:
+                d.recent = bytearray(h.recent[side == SERVER])
             for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F")):
                 if v[side + key] >= 0:
                     marks.append((v[side + key], letter, d))
@@ -541,15 +561,23 @@ class RegularTable:
         return conn
 
 
-def _append(old: bytes, blob: bytes, start: int, stop: int) -> bytes:
-    """`old` + blob[start:stop]; past RECENT_LIMIT bytes, only the newest RECENT_KEEP (what
-    Direction.settle keeps)."""
+def _append(old: bytes, blob: bytes, start: int, stop: int, trim: bool) -> bytes:
+    """`old` + blob[start:stop], or (`trim`: old and the whole tail exceed RECENT_LIMIT) only
+    the newest RECENT_KEEP bytes of it: what Direction.settle keeps."""
     size = stop - start
-    if len(old) + size <= RECENT_LIMIT:
+    if not trim:
         return old + blob[start:stop]
     if size >= RECENT_KEEP:
         return blob[stop - RECENT_KEEP : stop]
     return old[len(old) - (RECENT_KEEP - size) :] + blob[start:stop]
+
+
+# (column, letter) of the history letters the table records, client's then server's.
+_LETTERS = [
+    (side + key, case(letter))
+    for side, case in ((CLIENT, str.upper), (SERVER, str.lower))
+    for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F"))
+]
 
 
 def history(values: list[int]) -> list[str]:
@@ -557,10 +585,7 @@ def history(values: list[int]) -> list[str]:
     keyed = [(2 * values[FIRST_FRAME], "S")]
     if values[SYNACK_FRAME] >= 0:
         keyed.append((2 * values[SYNACK_FRAME], "h"))
-    for side, case in ((CLIENT, str.upper), (SERVER, str.lower)):
-        for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F")):
-            if values[side + key] >= 0:
-                keyed.append((values[side + key], case(letter)))
+    keyed += [(values[column], letter) for column, letter in _LETTERS if values[column] >= 0]
     keyed.sort()
     return [letter for _, letter in keyed]
 
