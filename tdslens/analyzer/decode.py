@@ -148,8 +148,10 @@ def _fast(batch: FrameBatch) -> tuple[PacketColumns, np.ndarray]:
     def ethertype_to_version(rows: np.ndarray, et: np.ndarray) -> None:
         ver[rows] = np.where(et == ETH_IPV4, 4, np.where(et == ETH_IPV6, 6, 0))
 
-    for linktype in np.unique(lt).tolist():
-        rows = np.flatnonzero(lt == linktype)
+    # One link type per batch is the rule (pcap files have one): no need to sort the column.
+    single = n and lt[0] == lt[-1] and bool((lt == lt[0]).all())
+    for linktype in [int(lt[0])] if single else np.unique(lt).tolist():
+        rows = np.arange(n) if single else np.flatnonzero(lt == linktype)
         o = off[rows]
         if linktype == LinkType.ETHERNET:
             et = g(be16, o + 12)

@@ -956,6 +956,7 @@ class TcpEngine:
             d.fin_frame = v[side + r.FIN_FRAME] if v[side + r.FIN_FRAME] >= 0 else None
             d.fin_acked = v[side + r.FIN_ACKED] == 1
             d.saw_pure_ack = v[side + r.KEY_A] >= 0
+            d.retransmissions, d.slow_wire = v[side + r.RETRANS], v[side + r.SLOW_WIRE]
             d.recent = bytearray(recent)
         client.letters = {x for x in letters if x.isupper()}
         server.letters = {x.upper() for x in letters if x.islower()}

@@ -63,8 +63,11 @@ HAS_RECENT = 11  # 1 if the side holds retransmission-compare bytes (Regular.rec
 # The newest bytes the side sent, still in the batch buffer they came in (not copied yet):
 # batch number, and [lo:hi] in that batch's segment list (RegularTable.segments).
 TAIL_BATCH, TAIL_LO, TAIL_HI = range(12, 15)
-CLIENT, SERVER = 10, 25
-N_COLUMNS = 40
+# Retransmissions of bytes already delivered (identical to the first copy, or too old to
+# compare): how many, their payload bytes, and the history letter T.
+RETRANS, SLOW_WIRE, KEY_T = range(15, 18)
+CLIENT, SERVER = 10, 28
+N_COLUMNS = 46
 
 
 class Regular:
@@ -116,6 +119,9 @@ class RegularBatch:
     pairs: np.ndarray  # the pairs with rows handled here ...
     handles: list[Regular]  # ... and their connections
     regular: np.ndarray  # the pairs whose connection stays regular (not in fallback)
+
+
+_PAIR_SPAN = 1 << 34  # more than any distance in sequence space: keeps pairs apart in a max
 
 
 def _starts(keys: np.ndarray) -> np.ndarray:
@@ -226,6 +232,59 @@ class RegularTable:
         for batch in [b for b in self.segments if b != self.batch]:
             del self.segments[batch]
 
+    def _same_bytes(
+        self,
+        r: int,
+        g: np.ndarray,
+        order: np.ndarray,
+        client: np.ndarray,
+        rel: np.ndarray,
+        delivered: np.ndarray,
+        sent: np.ndarray,
+        po: np.ndarray,
+        pwo: np.ndarray,
+        mv: memoryview,
+        slots: np.ndarray,
+    ) -> bool:
+        """Does the retransmission at position `r` repeat its first copy (or is the first copy
+        too old for any compare)? Its bytes are looked up backwards from the end of what the
+        side delivered: the batch's earlier segments of the side (`sent`), the pending tail of
+        the previous batch, then the connection's `recent` bytes."""
+        p, is_client = g[r], client[r]
+        back = int(delivered[r] - rel[r])  # the copy starts this many bytes before the end
+        n = int(pwo[r])
+        pieces: list[bytes | memoryview] = []
+        have = 0
+        j = r - 1
+        while j >= 0 and g[j] == p and have < back:  # the batch's segments, newest first
+            if sent[j] and client[j] == is_client:
+                at = int(po[order[j]])
+                pieces.append(mv[at : at + int(pwo[j])])
+                have += int(pwo[j])
+            j -= 1
+        slot = int(slots[p])
+        if have < back and slot >= 0:
+            h = self.handles[slot]
+            side = CLIENT if is_client else SERVER
+            row = self.state[slot]
+            if row[side + TAIL_BATCH] >= 0:
+                mv_t, offsets, lengths = self.segments[int(row[side + TAIL_BATCH])]
+                for i in range(int(row[side + TAIL_HI]) - 1, int(row[side + TAIL_LO]) - 1, -1):
+                    if have >= back:
+                        break
+                    at, size = int(offsets[i]), int(lengths[i])
+                    pieces.append(mv_t[at : at + size])
+                    have += size
+            if have < back:
+                pieces.append(h.recent[side == SERVER])  # type: ignore[union-attr]
+                have += len(h.recent[side == SERVER])  # type: ignore[union-attr]
+        if have < back:
+            return True  # too old to compare, as the per-packet path would find too
+        copy = b"".join(reversed(pieces))
+        first = copy[len(copy) - back : len(copy) - back + n]
+        at = int(po[order[r]])
+        return first == mv[at : at + n]
+
     def step(
         self,
         flows: list[_Flow],
@@ -282,7 +341,7 @@ class RegularTable:
         st[new, CLIENT + ISN] = seq[f_new]
         st[new, CLIENT + NXT] = (seq[f_new] + 1) & MASK
         for side in (CLIENT, SERVER):
-            for column in (PACKETS, BYTES, FIN_ACKED, HAS_RECENT):
+            for column in (PACKETS, BYTES, FIN_ACKED, HAS_RECENT, RETRANS, SLOW_WIRE):
                 st[new, side + column] = 0
         established = st[:, PHASE] >= 1
         closed = st[:, CLOSED_TS] >= 0
@@ -310,20 +369,34 @@ class RegularTable:
         bad |= rows_c & closed[g]
         bad |= est & (((flo & (SYN | RST)) != 0) | (win[order] == 0) | (pl[order] != pwo))
 
-        # Each side's bytes before each row; segments must continue them.
+        # Each side's bytes delivered before each row: a segment either continues them, or
+        # (no FIN) repeats bytes already delivered, a retransmission (not a keep-alive).
         st[g[is_synack], SERVER + ISN] = seqo[is_synack]
         st[g[is_synack], SERVER + NXT] = (seqo[is_synack] + 1) & MASK
-        by_c = np.where(est & client, pwo, 0)
-        by_s = np.where(est & ~client, pwo, 0)
-        before_c = np.cumsum(by_c) - by_c
-        before_s = np.cumsum(by_s) - by_s
-        before_c -= before_c[first][g]
-        before_s -= before_s[first][g]
-        nxt_c = (st[g, CLIENT + NXT] + before_c) & MASK  # where each side's bytes go on
-        nxt_s = (st[g, SERVER + NXT] + before_s) & MASK
         fin = est & ((flo & FIN) != 0)
-        uses_seq = est & ((pwo > 0) | fin)
-        bad |= uses_seq & (seqo != np.where(client, nxt_c, nxt_s))
+        data = est & (pwo > 0)
+        uses_seq = data | fin
+        rel = np.empty(n, dtype=np.int64)  # seq relative to the side's next byte at batch start
+        before = {}
+        for side, mask in ((CLIENT, client), (SERVER, ~client)):
+            rel[mask] = ((seqo[mask] - st[g[mask], side + NXT] + HALF) & MASK) - HALF
+            end = np.where(data & mask, np.maximum(rel + pwo, 0), 0) + g * _PAIR_SPAN  # max so far
+            upto = np.maximum.accumulate(end) - g * _PAIR_SPAN
+            b = np.empty(n, dtype=np.int64)
+            b[1:] = upto[:-1]
+            b[first] = 0
+            before[side] = b
+        delivered = np.where(client, before[CLIENT], before[SERVER])
+        in_order = uses_seq & (rel == delivered)
+        retrans = (
+            data
+            & ~fin
+            & (rel + pwo <= delivered)
+            & ~((rel == delivered - 1) & (pwo <= 1))  # a keep-alive
+        )
+        bad |= uses_seq & ~in_order & ~retrans
+        nxt_c = (st[g, CLIENT + NXT] + before[CLIENT]) & MASK  # where each side's bytes go on
+        nxt_s = (st[g, SERVER + NXT] + before[SERVER]) & MASK
         # FINs: one per side, after its data.
         fin_at = []
         for side, mask in ((CLIENT, client), (SERVER, ~client)):
@@ -350,6 +423,12 @@ class RegularTable:
         close_at = np.maximum(acked_at[0], acked_at[1])
         closing = cand & ~closed & (close_at >= 0) & (close_at < n)
         bad |= rows_c & closing[g] & (pos > close_at[g])
+
+        # A retransmission whose bytes differ from the first copy is a conflict: not regular.
+        sent = data & in_order
+        for r in np.flatnonzero(retrans & ~bad).tolist():
+            if not self._same_bytes(r, g, order, client, rel, delivered, sent, po, pwo, mv, slots):
+                bad[r] = True
 
         # A connection with an irregular row: its rows before that row are still handled here
         # (each check above looks only at earlier rows); it becomes an ordinary connection for
@@ -388,6 +467,7 @@ class RegularTable:
         h_num = number[h_order]
         h_pw, h_fl, h_ack = pwo[handled], flo[handled], acko[handled]
         h_client, h_est = client[handled], est[handled]
+        h_retrans, h_in_order = retrans[handled], in_order[handled]
         h_acking = (h_fl & ACK) != 0
         out[:, LAST_FRAME] = h_num[h_last]
         out[:, LAST_TS] = ts_ns[h_order[h_last]]
@@ -403,8 +483,11 @@ class RegularTable:
             (SERVER, ~h_client, fin_at[1], acked_at[1]),
         ):
             out[:, side + PACKETS] += np.add.reduceat(m.astype(np.int64), h_first)
-            sent = np.add.reduceat(np.where(m, h_pw, 0), h_first)
+            sent = np.add.reduceat(np.where(m & h_in_order, h_pw, 0), h_first)
             out[:, side + BYTES] += sent
+            again = m & h_retrans
+            out[:, side + RETRANS] += np.add.reduceat(again.astype(np.int64), h_first)
+            out[:, side + SLOW_WIRE] += np.add.reduceat(np.where(again, h_pw, 0), h_first)
             known = out[:, side + NXT] >= 0
             out[known, side + NXT] = (out[known, side + NXT] + sent[known]) & MASK
             # The other side's rows with ACK set (the SYN-ACK too) acknowledge this side.
@@ -419,11 +502,12 @@ class RegularTable:
             out[has_fin, side + KEY_F] = 2 * out[has_fin, side + FIN_FRAME]
             ap = ack_pos[k]
             out[(ap >= 0) & (ap < cut_k), side + FIN_ACKED] = 1
-            # History letters: the side's first pure ACK and first data, if new.
-            data = m & (h_pw > 0)
+            # History letters: the side's first pure ACK, data and retransmission, if new.
+            sends = m & h_in_order & (h_pw > 0)
             for key, rows_of in (
                 (KEY_A, m & h_est & (h_pw == 0) & ((h_fl & 0x17) == ACK)),
-                (KEY_D, data & h_est),
+                (KEY_D, sends),
+                (KEY_T, again),
             ):
                 r = np.flatnonzero(rows_of)
                 if len(r):
@@ -440,7 +524,7 @@ class RegularTable:
             )
             # The newest bytes the side sent in the batch (up to RECENT_LIMIT), kept for
             # retransmission compares as the fast lane keeps them (see Direction.settle).
-            dr = np.flatnonzero(data)
+            dr = np.flatnonzero(sends)
             if len(dr):
                 lens = h_pw[dr]
                 upto = np.cumsum(lens)
@@ -527,6 +611,8 @@ class RegularTable:
             row[side + KEY_D] = -2 if d.payload_bytes else -1
             row[side + KEY_F] = -2 if d.fin_frame is not None else -1
             row[side + HAS_RECENT] = 1 if d.recent else 0
+            row[side + RETRANS], row[side + SLOW_WIRE] = d.retransmissions, d.slow_wire
+            row[side + KEY_T] = -2 if "T" in d.letters else -1
             h.recent[side == SERVER] = bytes(d.recent)
         flow.conn = h  # type: ignore[assignment]
         return h
@@ -550,9 +636,10 @@ class RegularTable:
             d.fin_seq, d.fin_acked = v[side + FIN_SEQ], v[side + FIN_ACKED] == 1
             d.fin_frame = v[side + FIN_FRAME] if v[side + FIN_FRAME] >= 0 else None
             d.saw_pure_ack = v[side + KEY_A] != -1
+            d.retransmissions, d.slow_wire = v[side + RETRANS], v[side + SLOW_WIRE]
             if not ending:
                 d.recent = bytearray(h.recent[side == SERVER])
-            for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F")):
+            for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F"), (KEY_T, "T")):
                 if v[side + key] >= 0:
                     marks.append((v[side + key], letter, d))
         marks.sort(key=lambda m: m[0])
@@ -576,7 +663,7 @@ def _append(old: bytes, blob: bytes, start: int, stop: int, trim: bool) -> bytes
 _LETTERS = [
     (side + key, case(letter))
     for side, case in ((CLIENT, str.upper), (SERVER, str.lower))
-    for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F"))
+    for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F"), (KEY_T, "T"))
 ]
 
 
@@ -601,8 +688,8 @@ def summary(handle: Regular, v: list[int]) -> ConnectionSummary:
             DirectionStats(
                 v[side + PACKETS],
                 v[side + BYTES],
-                v[side + BYTES],
-                0,
+                v[side + BYTES] + v[side + SLOW_WIRE],
+                v[side + RETRANS],
                 0,
                 (),
                 0,
