@@ -142,5 +142,5 @@ def test_kept_compare_bytes_are_what_settle_keeps() -> None:
             while size - lengths[skip] >= RECENT_KEEP:
                 size -= lengths[skip]
                 skip += 1
-        blob = b"".join(segments[skip:])
-        assert tcp_regular._append(old, blob, 0, len(blob), trim) == want
+        blob = memoryview(b"".join(segments[skip:]))
+        assert tcp_regular._append(bytearray(old), blob, 0, len(blob), trim) == want

@@ -957,7 +957,7 @@ class TcpEngine:
             d.fin_acked = v[side + r.FIN_ACKED] == 1
             d.saw_pure_ack = v[side + r.KEY_A] >= 0
             d.retransmissions, d.slow_wire = v[side + r.RETRANS], v[side + r.SLOW_WIRE]
-            d.recent = bytearray(recent)
+            d.recent = recent
         client.letters = {x for x in letters if x.isupper()}
         server.letters = {x.upper() for x in letters if x.islower()}
         self._swap(h, conn, ending)

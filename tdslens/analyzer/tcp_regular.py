@@ -83,7 +83,8 @@ class Regular:
         self.client: Endpoint | None = None
         self.server: Endpoint | None = None
         self.conn: _Conn | None = None  # the ordinary connection it was, if demoted
-        self.recent = [b"", b""]  # client's, server's newest delivered bytes (see Direction)
+        # client's, server's newest delivered bytes (see Direction.recent)
+        self.recent = [bytearray(), bytearray()]
         self.done = False
 
     # What the engine's connection bookkeeping reads and writes (`_close`, `_settle`).
@@ -204,7 +205,7 @@ class RegularTable:
                 lo, lens = lo + skip, lens[skip:]
             parts += [mv[p : p + n] for p, n in zip(offsets[lo:hi].tolist(), lens, strict=True)]
             sizes.append((size, trim))
-        blob = b"".join(parts)
+        blob = memoryview(b"".join(parts))
         at = 0
         for (h, side), (size, trim) in zip(items, sizes, strict=True):
             s = side == SERVER
@@ -425,10 +426,31 @@ class RegularTable:
         bad |= rows_c & closing[g] & (pos > close_at[g])
 
         # A retransmission whose bytes differ from the first copy is a conflict: not regular.
+        # Usually the first copy is one earlier segment of the batch: found by a search over
+        # the side's segments (ordered by pair, then position in the stream).
         sent = data & in_order
-        for r in np.flatnonzero(retrans & ~bad).tolist():
-            if not self._same_bytes(r, g, order, client, rel, delivered, sent, po, pwo, mv, slots):
-                bad[r] = True
+        key = g * _PAIR_SPAN + rel + (_PAIR_SPAN >> 1)
+        for mask in (client, ~client):
+            again = np.flatnonzero(retrans & ~bad & mask)
+            if not len(again):
+                continue
+            firsts = np.flatnonzero(sent & mask)
+            at = np.searchsorted(key[firsts], key[again], side="right") - 1
+            j = firsts[np.maximum(at, 0)] if len(firsts) else again
+            whole = (at >= 0) & (g[j] == g[again]) & (rel[j] + pwo[j] >= rel[again] + pwo[again])
+            for r, one, jj, n_r in zip(
+                again.tolist(), whole.tolist(), j.tolist(), pwo[again].tolist(), strict=True
+            ):
+                if one:
+                    a = int(po[order[r]])
+                    b = int(po[order[jj]]) + int(rel[r] - rel[jj])
+                    same = mv[a : a + n_r] == mv[b : b + n_r]
+                else:
+                    same = self._same_bytes(
+                        r, g, order, client, rel, delivered, sent, po, pwo, mv, slots
+                    )
+                if not same:
+                    bad[r] = True
 
         # A connection with an irregular row: its rows before that row are still handled here
         # (each check above looks only at earlier rows); it becomes an ordinary connection for
@@ -541,7 +563,7 @@ class RegularTable:
         for side in (CLIENT, SERVER):
             acked = acked_all[side]
             for slot in slot_k[acked & (out[:, side + HAS_RECENT] == 1)].tolist():
-                handles[slot].recent[side == SERVER] = b""  # type: ignore[union-attr]
+                handles[slot].recent[side == SERVER] = bytearray()  # type: ignore[union-attr]
             out[acked, side + HAS_RECENT] = 0
             out[acked, side + TAIL_BATCH] = -1
         seg_offsets, seg_lengths, n_seg = [], [], 0
@@ -613,7 +635,7 @@ class RegularTable:
             row[side + HAS_RECENT] = 1 if d.recent else 0
             row[side + RETRANS], row[side + SLOW_WIRE] = d.retransmissions, d.slow_wire
             row[side + KEY_T] = -2 if "T" in d.letters else -1
-            h.recent[side == SERVER] = bytes(d.recent)
+            h.recent[side == SERVER] = d.recent  # (the object is parked meanwhile)
         flow.conn = h  # type: ignore[assignment]
         return h
 
@@ -638,7 +660,7 @@ class RegularTable:
             d.saw_pure_ack = v[side + KEY_A] != -1
             d.retransmissions, d.slow_wire = v[side + RETRANS], v[side + SLOW_WIRE]
             if not ending:
-                d.recent = bytearray(h.recent[side == SERVER])
+                d.recent = h.recent[side == SERVER]
             for key, letter in ((KEY_A, "A"), (KEY_D, "D"), (KEY_F, "F"), (KEY_T, "T")):
                 if v[side + key] >= 0:
                     marks.append((v[side + key], letter, d))
@@ -648,15 +670,19 @@ class RegularTable:
         return conn
 
 
-def _append(old: bytes, blob: bytes, start: int, stop: int, trim: bool) -> bytes:
+def _append(old: bytearray, blob: memoryview, start: int, stop: int, trim: bool) -> bytearray:
     """`old` + blob[start:stop], or (`trim`: old and the whole tail exceed RECENT_LIMIT) only
-    the newest RECENT_KEEP bytes of it: what Direction.settle keeps."""
+    the newest RECENT_KEEP bytes of it: what Direction.settle keeps. Extends `old` in place
+    when it can."""
     size = stop - start
     if not trim:
-        return old + blob[start:stop]
+        old += blob[start:stop]
+        return old
     if size >= RECENT_KEEP:
-        return blob[stop - RECENT_KEEP : stop]
-    return old[len(old) - (RECENT_KEEP - size) :] + blob[start:stop]
+        return bytearray(blob[stop - RECENT_KEEP : stop])
+    del old[: len(old) - (RECENT_KEEP - size)]
+    old += blob[start:stop]
+    return old
 
 
 # (column, letter) of the history letters the table records, client's then server's.
