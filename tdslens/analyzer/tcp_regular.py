@@ -673,16 +673,16 @@ class RegularTable:
 def _append(old: bytearray, blob: memoryview, start: int, stop: int, trim: bool) -> bytearray:
     """`old` + blob[start:stop], or (`trim`: old and the whole tail exceed RECENT_LIMIT) only
     the newest RECENT_KEEP bytes of it: what Direction.settle keeps. Extends `old` in place
-    when it can."""
+    when it is not trimmed."""
     size = stop - start
     if not trim:
         old += blob[start:stop]
         return old
     if size >= RECENT_KEEP:
         return bytearray(blob[stop - RECENT_KEEP : stop])
-    del old[: len(old) - (RECENT_KEEP - size)]
-    old += blob[start:stop]
-    return old
+    kept = old[len(old) - (RECENT_KEEP - size) :]  # a copy: the larger buffer is freed
+    kept += blob[start:stop]
+    return kept
 
 
 # (column, letter) of the history letters the table records, client's then server's.
