@@ -243,6 +243,11 @@ def _cmd_streams(args: argparse.Namespace) -> int:
     return status
 
 
+def _row_format(widths: Sequence[int], right: frozenset[int]) -> str:
+    """One str.format template for a table row: columns padded to their widths."""
+    return "  ".join(f"{{:{'>' if i in right else '<'}{w or ''}}}" for i, w in enumerate(widths))
+
+
 class StreamsTable:
     """Prints one line per connection as connections end, in stream order.
 
@@ -307,12 +312,11 @@ class StreamsTable:
             self.next = max(self.next, stream + 1)
             force = everything
 
+    # One format string for a whole row: a capture may print millions of them.
+    ROW = _row_format(WIDTHS, RIGHT)
+
     def _line(self, cells: Sequence[str]) -> str:
-        parts = [
-            c.rjust(w) if i in self.RIGHT else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, self.WIDTHS, strict=True))
-        ]
-        return "  ".join(parts).rstrip() + "\n"
+        return self.ROW.format(*cells).rstrip() + "\n"
 
     def _write(self, cells: Sequence[str]) -> None:
         self.out.write(self._line(cells))
