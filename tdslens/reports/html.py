@@ -137,12 +137,13 @@ def render_html_document(doc: dict[str, Any]) -> str:
     conns = doc["connections"]
     findings = doc.get("findings")
     red = _red_streams(doc)
+    by_stream = {c["tcp_stream"]: c for c in conns}  # once: a capture has thousands of findings
     return template.render(
         doc=doc,
         csp=CSP,
         script=Markup(SCRIPT),  # our constant, never capture data
         verdict=_verdict(doc),
-        findings=[_finding_view(f, doc) for f in findings or []],
+        findings=[_finding_view(f, by_stream) for f in findings or []],
         has_findings=bool(doc.get("correlated")),
         ladders=_ladders(doc, red),
         row_chunks=[
@@ -210,8 +211,7 @@ def _redirect_port(port: int) -> bool:
     return any(lo <= port <= hi for lo, hi in REDIRECT_PORT_RANGES)
 
 
-def _finding_view(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    by_stream = {c["tcp_stream"]: c for c in doc["connections"]}
+def _finding_view(f: dict[str, Any], by_stream: dict[int, dict[str, Any]]) -> dict[str, Any]:
     ports = sorted(
         {
             by_stream[s]["server"]["port"]
