@@ -84,10 +84,7 @@ SIDE_FIELDS = (
 )
 
 
-FastPlan = RunPlan  # the name earlier versions used
-
-
-def _starts(keys: np.ndarray) -> np.ndarray:
+def group_starts(keys: np.ndarray) -> np.ndarray:
     """Indexes where a sorted (non-decreasing) `keys` takes a new value."""
     new = np.empty(len(keys), dtype=bool)
     new[:1] = True
@@ -95,7 +92,7 @@ def _starts(keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(new)
 
 
-def _ends(keys: np.ndarray) -> np.ndarray:
+def group_ends(keys: np.ndarray) -> np.ndarray:
     """Indexes of the last element of each value of a sorted `keys`."""
     last = np.empty(len(keys), dtype=bool)
     last[-1:] = True
@@ -189,13 +186,13 @@ def plan(
             d = r_data[rows]
             if d.any():
                 dr, ds = rows[d], slot[d]
-                f = _starts(ds)
+                f = group_starts(ds)
                 base[ds[f]] = rel_seq[dr[f]]
                 fail[dr] |= rel_seq[dr] != base[ds]
             a = r_acking[rows]
             if a.any():
                 ar, other = rows[a], slot[a] ^ 1  # acks sent by this side are for the other
-                f = _starts(other)
+                f = group_starts(other)
                 ack_ref[other[f]] = rel_ack[ar[f]]
                 s = ((rel_ack[ar] - ack_ref[other] + HALF) & MASK) - HALF
                 s_ack[ar] = s
@@ -207,7 +204,7 @@ def plan(
         if rounds <= _CUT_ROUNDS:
             # Cut: the first failing row of each run becomes slow; the rows after it form a
             # new run (next round).
-            cand[idx[fail_pos[_starts(r_run[fail_pos])]]] = False
+            cand[idx[fail_pos[group_starts(r_run[fail_pos])]]] = False
         else:  # many failures (e.g. every packet captured twice): the runs go slow
             bad = np.zeros(n_runs, dtype=bool)
             bad[r_run[fail_pos]] = True
@@ -231,32 +228,32 @@ def plan(
         a = r_acking[rows]
         if a.any():
             ar, other = rows[a], slot[a] ^ 1
-            f = _starts(other)
+            f = group_starts(other)
             ack_max[other[f]] = np.maximum.reduceat(s_ack[ar], f)
-            last = _ends(other)
+            last = group_ends(other)
             last_ack[other[last]] = acko[idx[ar[last]]]
         p = r_pure[rows]
         if p.any():
             ps = slot[p]
-            f = _starts(ps)
+            f = group_starts(ps)
             first_ack[ps[f]] = idx[rows[p][f]]
         d = r_data[rows]
         if d.any():
             dr, ds = rows[d], slot[d]
-            f = _starts(ds)
+            f = group_starts(ds)
             first_data[ds[f]] = idx[dr[f]]
             # The newest bytes each side delivered in the run, to compare later
             # retransmissions with: per side, the rows whose later bytes are < RECENT_LIMIT.
             lens = r_len[dr]
             upto = np.cumsum(lens)
-            seg_end = upto[_ends(ds)]
+            seg_end = upto[group_ends(ds)]
             after = np.repeat(seg_end, np.diff(np.append(f, len(ds)))) - upto
             keep = np.flatnonzero(after < RECENT_LIMIT)
             ks = ds[keep]
             tail_offset.append(r_po[dr[keep]])
             tail_len.append(lens[keep])
-            tail_lo[ks[_starts(ks)]] = n_tail + _starts(ks)
-            tail_hi[ks[_ends(ks)]] = n_tail + _ends(ks) + 1
+            tail_lo[ks[group_starts(ks)]] = n_tail + group_starts(ks)
+            tail_hi[ks[group_ends(ks)]] = n_tail + group_ends(ks) + 1
             n_tail += len(keep)
     r_slot = 2 * r_run + ~r_sa
     packets = np.bincount(r_slot, minlength=slots)

@@ -45,6 +45,7 @@ import numpy as np
 
 from tdslens.analyzer.packet_columns import ACK, FIN, RST, SYN
 from tdslens.analyzer.tcp_events import ConnectionSummary, DirectionStats, Endpoint, conn_state
+from tdslens.analyzer.tcp_fastlane import group_ends, group_starts
 from tdslens.analyzer.tcp_reassembly import HALF, MASK, RECENT_KEEP, RECENT_LIMIT
 
 if TYPE_CHECKING:
@@ -125,25 +126,11 @@ class RegularBatch:
 _PAIR_SPAN = 1 << 34  # more than any distance in sequence space: keeps pairs apart in a max
 
 
-def _starts(keys: np.ndarray) -> np.ndarray:
-    new = np.empty(len(keys), dtype=bool)
-    new[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=new[1:])
-    return np.flatnonzero(new)
-
-
-def _ends(keys: np.ndarray) -> np.ndarray:
-    last = np.empty(len(keys), dtype=bool)
-    last[-1:] = True
-    np.not_equal(keys[1:], keys[:-1], out=last[:-1])
-    return np.flatnonzero(last)
-
-
 def _first_per_pair(mask: np.ndarray, g: np.ndarray, n_pairs: int, none: int) -> np.ndarray:
     """Per pair, the first position where `mask` holds (`g`: pair of each position, sorted)."""
     at = np.full(n_pairs, none)
     hit = np.flatnonzero(mask)
-    first = hit[_starts(g[hit])]
+    first = hit[group_starts(g[hit])]
     at[g[first]] = first
     return at
 
@@ -308,7 +295,7 @@ class RegularTable:
         pair (pairs are numbered 0.. in that order). None if no pair qualifies."""
         self.batch += 1
         n, n_pairs = len(order), len(flows)
-        first = _starts(go)  # each pair's first position
+        first = group_starts(go)  # each pair's first position
         slots = np.array(
             [f.conn.slot if f.conn.__class__ is Regular else -1 for f in flows],  # type: ignore[union-attr]
             dtype=np.int64,
@@ -484,7 +471,7 @@ class RegularTable:
         index_in_k = np.full(n_pairs, -1)
         index_in_k[k] = np.arange(len(k))
         hk = index_in_k[g[handled]]
-        h_first, h_last = _starts(hk), _ends(hk)
+        h_first, h_last = group_starts(hk), group_ends(hk)
         h_order = order[handled]
         h_num = number[h_order]
         h_pw, h_fl, h_ack = pwo[handled], flo[handled], acko[handled]
@@ -515,7 +502,7 @@ class RegularTable:
             # The other side's rows with ACK set (the SYN-ACK too) acknowledge this side.
             a = np.flatnonzero(~m & h_acking)
             if len(a):
-                a = a[_ends(hk[a])]
+                a = a[group_ends(hk[a])]
                 out[hk[a], side + ACKED] = h_ack[a]
             fp = fin_pos[k]
             has_fin = fp < cut_k
@@ -533,7 +520,7 @@ class RegularTable:
             ):
                 r = np.flatnonzero(rows_of)
                 if len(r):
-                    r = r[_starts(hk[r])]
+                    r = r[group_starts(hk[r])]
                     i = hk[r]
                     unset = out[i, side + key] == -1
                     out[i[unset], side + key] = 2 * h_num[r[unset]] + 1
@@ -550,11 +537,12 @@ class RegularTable:
             if len(dr):
                 lens = h_pw[dr]
                 upto = np.cumsum(lens)
-                group_start = _starts(hk[dr])
-                total = np.repeat(upto[_ends(hk[dr])], np.diff(np.append(group_start, len(dr))))
+                group_start = group_starts(hk[dr])
+                sizes = np.diff(np.append(group_start, len(dr)))
+                total = np.repeat(upto[group_ends(hk[dr])], sizes)
                 keep = total - upto < RECENT_LIMIT
                 dr, lens = dr[keep], lens[keep]
-                group_start = _starts(hk[dr])
+                group_start = group_starts(hk[dr])
                 at = hk[dr[group_start]]
                 tails.append((side, at, np.append(group_start, len(dr)), po[h_order[dr]], lens))
         # Retransmission-compare bytes: dropped once everything sent is acknowledged (as the
