@@ -13,15 +13,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
+from test_fast_path import _run
 from test_tcp_cases import Wire, columns_from_pcap
 from test_tcp_fastlane import _per_stream, _slices
 
 from tdslens.analyzer import tcp_regular
-from tdslens.analyzer.packet_columns import PacketColumns
-from tdslens.analyzer.tcp import TcpEngine
-from tdslens.analyzer.tcp_events import Payload, TcpEvent, every_stream, no_stream
+from tdslens.analyzer.tcp_events import Payload, every_stream, no_stream
 from tdslens.analyzer.tcp_reassembly import RECENT_KEEP, RECENT_LIMIT
 
 SERVER = ("10.0.0.2", 1433)
@@ -72,20 +70,6 @@ def _capture(seed: int) -> Wire:
     # The first pair again after its close, with a new ISN: a new stream (port reuse).
     _transfer(w, ("10.0.1.1", 40000), 777777, 123456, rng)
     return w
-
-
-def _run(
-    batches: list[PacketColumns], fast: bool, payloads: object
-) -> tuple[list[TcpEvent], np.ndarray]:
-    engine = TcpEngine(fast_lane=fast, payloads=payloads)  # type: ignore[arg-type]
-    events: list[TcpEvent] = []
-    streams = []
-    for b in batches:
-        s = np.full(len(b), -1, dtype=np.int64)
-        events += engine.feed(b, s)
-        streams.append(s)
-    events += engine.finish()
-    return events, np.concatenate(streams)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
