@@ -116,14 +116,15 @@ def _document(analysis: Analysis) -> Iterator[tuple[str, Any]]:
     """The report's top-level keys in order; the long lists as iterators, built lazily."""
     roles = connection_roles(analysis)
     routed = {r.gateway for r in analysis.redirects}
+    outcomes = {c.stream: connection_outcome(c, c.stream in routed) for c in analysis.connections}
     verdict = analysis.verdict
     yield "schema_version", SCHEMA_VERSION
     yield "generator", {"name": "tdslens", "version": __version__}
     yield "capture", _capture(analysis)
-    yield "summary", _summary(analysis, roles, routed)
+    yield "summary", _summary(analysis, roles, outcomes)
     yield (
         "connections",
-        (_connection(c, roles[c.stream], c.stream in routed) for c in analysis.connections),
+        (_connection(c, roles[c.stream], outcomes[c.stream]) for c in analysis.connections),
     )
     yield "dns", (_dns(d) for d in analysis.dns)
     yield "redacted", analysis.redacted
@@ -246,13 +247,13 @@ def _capture(a: Analysis) -> dict[str, Any]:
     }
 
 
-def _summary(a: Analysis, roles: dict[int, RoleView], routed: set[int]) -> dict[str, Any]:
+def _summary(a: Analysis, roles: dict[int, RoleView], outcomes: dict[int, str]) -> dict[str, Any]:
     """Counts over the connections, from the same role and outcome their entries show."""
     by_role: dict[str, int] = {}
     by_outcome: dict[str, int] = {}
     by_role_outcome: dict[str, dict[str, int]] = {}
     for conn in a.connections:
-        role, outcome = roles[conn.stream].role, connection_outcome(conn, conn.stream in routed)
+        role, outcome = roles[conn.stream].role, outcomes[conn.stream]
         by_role[role] = by_role.get(role, 0) + 1
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
         cell = by_role_outcome.setdefault(role, {})
@@ -286,7 +287,7 @@ def _phase(p: Phase) -> dict[str, Any]:
     }
 
 
-def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, Any]:
+def _connection(c: ConnectionRecord, role: RoleView, outcome: str) -> dict[str, Any]:
     tcp = c.tcp
     login = c.login
     pre = c.prelogin
@@ -309,7 +310,7 @@ def _connection(c: ConnectionRecord, role: RoleView, routed: bool) -> dict[str, 
         "role_reasons": role.reasons,
         "server_name": role.server_name,
         "attempt": role.attempt,
-        "outcome": connection_outcome(c, routed),
+        "outcome": outcome,
         "reached": c.reached.value if c.reached is not None else None,
         "phases": [_phase(p) for p in c.phases],
         "tcp": {
