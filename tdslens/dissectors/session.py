@@ -292,11 +292,7 @@ class TdsDirection:
         if unread is not None and length <= unread.left:  # still inside the unit: damaged
             self._skip = unread.left - length
             buf.advance_stream(length)
-            frames = tuple(unread.frames)
-            if not unread.tls:
-                self._packet(unread.head, None, (), frames, unread.offset, out)
-            elif self.phase not in (Phase.TLS_FIRST, Phase.ENCRYPTED):
-                self._enter(U.TLS_RAW, frames, unread.offset, out)
+            self._damaged_unit(unread.head, tuple(unread.frames), unread.offset, out)
             return out
         if self._skip and length <= self._skip:  # still inside the unit a gap already damaged
             self._skip -= length
@@ -308,15 +304,19 @@ class TdsDirection:
             head = buf.peek(HEADER_LEN)
             self._skip = total - len(buf) - length
             buf.advance_stream(length)
-            if not starts_tls(head[0]):
-                self._packet(head, None, (), frames, offset, out)
-            elif self.phase not in (Phase.TLS_FIRST, Phase.ENCRYPTED):
-                self._enter(U.TLS_RAW, frames, offset, out)
+            self._damaged_unit(head, frames, offset, out)
             return out
         buf.advance_stream(length)
         self._skip = 0
         self._lose_sync(out, frames=(frame,), offset=buf.offset, report=False)
         return out
+
+    def _damaged_unit(self, head: bytes, frames: tuple[int, ...], offset: int, out) -> None:
+        """A gap ate the rest of the unit ``head`` begins: stay in step, the unit damaged."""
+        if not starts_tls(head[0]):
+            self._packet(head, None, (), frames, offset, out)
+        elif self.phase not in (Phase.TLS_FIRST, Phase.ENCRYPTED):
+            self._enter(U.TLS_RAW, frames, offset, out)
 
     def hint_tds_version(self, version: int) -> None:
         """Tell the server direction the TDS version the client asked for in LOGIN7.
@@ -337,32 +337,24 @@ class TdsDirection:
         out: list[Event] = []
         if self.phase is Phase.CLOSED:
             return out
-        unread, self._unread = self._unread, None
-        if unread is not None:
-            seen = unread.total - unread.left
-            out.append(
-                Malformed(
-                    frames=tuple(unread.frames),
-                    offset=unread.offset,
-                    code=MalformedCode.TRUNCATED,
-                    what="TLS record" if unread.tls else "TDS packet",
-                    detail=f"the stream ended {seen} bytes into a unit",
-                )
-            )
-            self._abort_message(out, "the stream ended before the message's EOM packet")
-            self.phase = Phase.CLOSED
-            return out
         buf = self.buf
         if self._desync and len(buf) and self._resync(out, final=True):
             self._run(out)  # the stream's last units, which nothing after them could confirm
-        if len(buf) and not self._desync:
+        unread, self._unread = self._unread, None  # (never set while out of sync)
+        cut: tuple[tuple[int, ...], int, bool, int] | None = None  # frames, offset, TLS?, bytes
+        if unread is not None:
+            cut = (tuple(unread.frames), unread.offset, unread.tls, unread.total - unread.left)
+        elif len(buf) and not self._desync:
+            cut = (buf.frames(len(buf)), buf.offset, starts_tls(buf.byte()), len(buf))
+        if cut is not None:
+            frames, offset, tls, seen = cut
             out.append(
                 Malformed(
-                    frames=buf.frames(len(buf)),
-                    offset=buf.offset,
+                    frames=frames,
+                    offset=offset,
                     code=MalformedCode.TRUNCATED,
-                    what="TLS record" if starts_tls(buf.byte()) else "TDS packet",
-                    detail=f"the stream ended {len(buf)} bytes into a unit",
+                    what="TLS record" if tls else "TDS packet",
+                    detail=f"the stream ended {seen} bytes into a unit",
                 )
             )
         buf.clear()
