@@ -7,6 +7,7 @@ in Wireshark (`frame.number == N`, `tcp.stream eq N`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from tdslens.analyzer.model import Analysis, ConnectionRecord, Phase, PhaseName, Severity
@@ -29,7 +30,13 @@ PHASE_LABELS = {
 }
 
 
+# A terminal report stays readable on a capture of any size: beyond these counts it lists what
+# went wrong first and says how much it left to the JSON and HTML reports, which hold everything.
 LADDERS_SHOWN = 50  # beyond this many TDS connections, only those named by findings get a ladder
+ATTEMPTS_SHOWN = 50  # beyond this many attempts, only the ones that did not succeed are listed
+STREAMS_SHOWN = 20  # streams named on a finding's evidence line
+FINDINGS_SHOWN = 50  # findings written out in full; the rest are counted by code
+PROBLEMS_SHOWN = 50  # capture problems (all went to stderr already) and NXDOMAIN answers listed
 SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
@@ -42,12 +49,19 @@ def render_text(analysis: Analysis, color: bool = False) -> str:
     ``color`` adds ANSI colours to verdicts and severities (for a terminal, never a pipe)."""
     paint = _painter(color)
     lines = [_capture_line(analysis)]
+    if analysis.redacted:
+        lines.append("Names and addresses are pseudonyms (--redact).")
     lines += _verdict_lines(analysis, paint)
     lines += _finding_lines(analysis, paint)
     lines += [
         f"  problem: {p.message}" if p.frame is None else f"  problem: frame {p.frame}: {p.message}"
-        for p in analysis.problems
+        for p in analysis.problems[:PROBLEMS_SHOWN]
     ]
+    if len(analysis.problems) > PROBLEMS_SHOWN:
+        lines.append(
+            f"  ... {len(analysis.problems) - PROBLEMS_SHOWN} more problem(s); "
+            "every one is in the JSON report"
+        )
     tds = [c for c in analysis.connections if c.protocol in ("tds", "tds8", "none")]
     others = [c for c in analysis.connections if c.protocol == "other"]
     shown = tds
@@ -55,24 +69,33 @@ def render_text(analysis: Analysis, color: bool = False) -> str:
         named = {
             s for f in analysis.findings if f.severity is not Severity.INFO for s in f.connections
         }
-        shown = [c for c in tds if c.stream in named]
+        picked = [c for c in tds if c.stream in named]
+        shown = picked[:LADDERS_SHOWN]
         lines.append("")
         lines.append(
-            f"Phase ladders of the {len(shown)} connection(s) named by findings; the other "
-            f"{len(tds) - len(shown)} are in the JSON and HTML reports."
+            f"Phase ladders of {len(shown)} of the {len(picked)} connection(s) named by findings; "
+            f"the other {len(tds) - len(shown)} are in the JSON and HTML reports."
         )
+    routed = {r.gateway for r in analysis.redirects}
     for conn in shown:
         lines.append("")
-        lines += _ladder(conn, analysis)
+        lines += _ladder(conn, conn.stream in routed)
     if others:
         lines.append("")
         lines.append(f"{len(others)} other TCP connection(s), not TDS:")
         lines += [
-            f"  stream {c.stream}: {c.client} -> {c.server} {c.tcp.conn_state}" for c in others
+            f"  stream {c.stream}: {c.client} -> {c.server} {c.tcp.conn_state}"
+            for c in others[:LADDERS_SHOWN]
         ]
+        if len(others) > LADDERS_SHOWN:
+            lines.append(f"  ... {len(others) - LADDERS_SHOWN} more, in the JSON report")
     failed_dns = [d for d in analysis.dns if d.nxdomain]
-    for d in failed_dns:
+    for d in failed_dns[:PROBLEMS_SHOWN]:
         lines.append(f"DNS: {', '.join(d.names)} does not exist (NXDOMAIN), frame {d.frame}")
+    if len(failed_dns) > PROBLEMS_SHOWN:
+        lines.append(
+            f"DNS: {len(failed_dns) - PROBLEMS_SHOWN} more NXDOMAIN answers, in the JSON report"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -85,23 +108,52 @@ def _painter(color: bool) -> Callable[[str, str], str]:
 
 
 def _verdict_lines(a: Analysis, paint: Callable[[str, str], str]) -> list[str]:
-    """One line for the capture, then one per client attempt."""
+    """One line for the capture, then one per client attempt (on a busy capture, one per
+    attempt that did not succeed: the successful ones are counted in the verdict line)."""
     if a.verdict is None:
         return []
     result = paint(a.verdict.result.upper(), a.verdict.result)
     lines = [f"Verdict: {result}: {a.verdict.summary}"]
-    for att in a.attempts:
+    listed = a.attempts
+    if len(listed) > ATTEMPTS_SHOWN:
+        listed = [att for att in a.attempts if att.verdict.result != "ok"]
+        lines.append(
+            f"  {len(listed)} attempt(s) did not succeed"
+            + (f"; the first {ATTEMPTS_SHOWN}:" if len(listed) > ATTEMPTS_SHOWN else ":")
+        )
+    for att in listed[:ATTEMPTS_SHOWN]:
         target = att.server_name or str(att.server)
         lines.append(
             f"  attempt {att.index + 1}: {att.client} -> {target}: {att.verdict.summary}"
             f" (streams {', '.join(str(s) for s in att.connections)})"
         )
+    if len(a.attempts) > len(listed[:ATTEMPTS_SHOWN]):
+        lines.append(
+            f"  ... {len(a.attempts) - len(listed[:ATTEMPTS_SHOWN])} more attempt(s) "
+            "in the JSON and HTML reports"
+        )
     return lines
 
 
 def _finding_lines(a: Analysis, paint: Callable[[str, str], str]) -> list[str]:
+    """Every finding in full, worst first; on a busy capture a count per code, then the first
+    FINDINGS_SHOWN in full."""
     lines: list[str] = []
-    for f in sorted(a.findings, key=lambda f: SEVERITY_ORDER[f.severity]):
+    ordered = sorted(a.findings, key=lambda f: SEVERITY_ORDER[f.severity])
+    if len(ordered) > FINDINGS_SHOWN:
+        counts = Counter((f.severity, f.code) for f in ordered)
+        lines += ["", f"{len(ordered)} findings, by code:"]
+        lines += [
+            f"  {n:>6} {paint(sev.value, sev.value)} {code}"
+            for (sev, code), n in sorted(
+                counts.items(), key=lambda kv: (SEVERITY_ORDER[kv[0][0]], -kv[1], kv[0][1])
+            )
+        ]
+        lines.append(
+            f"The first {FINDINGS_SHOWN} in full; all {len(ordered)} are in the JSON and HTML "
+            "reports."
+        )
+    for f in ordered[:FINDINGS_SHOWN]:
         lines.append("")
         tag = paint(f"[{f.severity.value.upper()}]", f.severity.value)
         lines.append(f"{tag} {f.code}: {f.title}")
@@ -109,7 +161,7 @@ def _finding_lines(a: Analysis, paint: Callable[[str, str], str]) -> list[str]:
         lines.append(f"    What to do: {f.remedy}")
         where = []
         if f.connections:
-            where.append("streams " + ", ".join(str(s) for s in f.connections))
+            where.append("streams " + _streams(f.connections))
         if f.frames:
             where.append("frames " + _frames(f.frames))
         if where:
@@ -123,10 +175,10 @@ def _capture_line(a: Analysis) -> str:
     return f"{info.path}: {fmt}, {a.frames} frames, {len(a.connections)} TCP connections"
 
 
-def _ladder(conn: ConnectionRecord, analysis: Analysis) -> list[str]:
+def _ladder(conn: ConnectionRecord, redirected: bool) -> list[str]:
+    """``redirected``: this connection is a gateway leg that handed out a routing token."""
     t0 = conn.tcp.first_ts_ns
     reached = conn.reached
-    redirected = any(r.gateway == conn.stream for r in analysis.redirects)
     stop = ""
     if redirected:
         stop = ", redirected"
@@ -233,6 +285,13 @@ def _decrypted(flag: bool) -> str:
 
 
 FRAMES_SHOWN = 20  # evidence frames listed on one line; the JSON and HTML reports list all
+
+
+def _streams(streams: list[int]) -> str:
+    if len(streams) <= STREAMS_SHOWN:
+        return ", ".join(str(s) for s in streams)
+    head = ", ".join(str(s) for s in streams[:STREAMS_SHOWN])
+    return f"{head}, ... ({len(streams)} streams in all; every one is in the JSON report)"
 
 
 def _frames(frames: list[int]) -> str:
