@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import craft
+import icmp_cases
 import numpy as np
 import pytest
 from craft import Rec
@@ -30,7 +31,7 @@ from scapy.packet import Packet, Padding, Raw
 
 from tdslens.analyzer.capture import open_capture
 from tdslens.analyzer.decode import Decoder, decode_batch
-from tdslens.analyzer.packet_columns import PacketColumns, address_text
+from tdslens.analyzer.packet_columns import QUOTED_TCP, SYN, PacketColumns, address_text
 
 FIELDS = [
     "frame.number",
@@ -136,6 +137,7 @@ def assert_fast_equals_slow(path: Path) -> None:
             sa = slice(int(a.payload_offset[i]), int(a.payload_offset[i] + a.payload_len[i]))
             sb = slice(int(b.payload_offset[i]), int(b.payload_offset[i] + b.payload_len[i]))
             assert bytes(a.data[sa]) == bytes(b.data[sb])
+        assert a.icmp == b.icmp
 
 
 def tcp_packets() -> list:
@@ -538,3 +540,85 @@ def test_many_frames_across_batches_all_decode(tmp_path):
     joined = np.concatenate(numbers)
     assert len(joined) == n
     assert (np.diff(joined) == 1).all() and joined[0] == 1
+
+
+# -- TCP headers quoted in ICMP errors (icmp_cases.py; numbering: test_tcp_icmp.py) ---------
+
+
+def test_icmp_cases_decode_alike_on_both_paths(tmp_path):
+    for name, make in icmp_cases.CASES.items():
+        path = make(tmp_path / f"{name}.pcap")
+        assert_fast_equals_slow(path)
+        assert our_quotes(path), name  # each case has quotes: both paths found them
+
+
+ICMP_FIELDS = ["frame.number", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code", "ip.src",
+               "ipv6.src", "tcp.srcport", "tcp.dstport", "tcp.stream"]  # fmt: skip
+
+
+def tshark_quotes(tshark: str, path: Path) -> dict[int, tuple]:
+    """frame -> (sport, dport, family, type, code, reporter, has a tcp.stream) for every ICMP
+    frame in which tshark dissects a quoted TCP header (the outer ICMP message's fields)."""
+    cmd = [tshark, "-r", str(path), "-T", "fields", "-E", "occurrence=f"]
+    for f in ICMP_FIELDS:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        num, t4, c4, t6, c6, ip4, ip6, sport, dport, stream = (line.split("\t") + [""] * 10)[:10]
+        if not sport or not (t4 or t6):
+            continue
+        family, kind, code, reporter = (4, t4, c4, ip4) if t4 else (6, t6, c6, ip6)
+        rows[int(num)] = (
+            int(sport),
+            int(dport),
+            family,
+            int(kind),
+            int(code),
+            reporter,
+            stream != "",
+        )
+    return rows
+
+
+def our_quotes(path: Path) -> dict[int, tuple]:
+    out = {}
+    for c in decode_file(path)[0]:
+        for i in np.flatnonzero(c.proto == QUOTED_TCP).tolist():
+            q = c.icmp[int(c.number[i])]
+            out[int(c.number[i])] = (
+                int(c.sport[i]), int(c.dport[i]), q.family, q.type, q.code, q.reporter, q.numbered
+            )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(icmp_cases.CASES))
+def test_icmp_quotes_match_tshark(tmp_path, tshark, name):
+    """Every quote tshark numbers is a numbered row of ours with the same ports, ICMP type,
+    code and reporter; every row of ours is a quote tshark dissects. (Quotes of fewer than 8
+    TCP bytes, where tshark shows ports only, are ours to skip.)"""
+    path = icmp_cases.CASES[name](tmp_path / f"{name}.pcap")
+    theirs, ours = tshark_quotes(tshark, path), our_quotes(path)
+    assert {f for f, q in ours.items() if q[-1]} == {f for f, q in theirs.items() if q[-1]}
+    assert ours == {f: theirs[f] for f in ours}
+
+
+def test_quoted_header_row(tmp_path):
+    """The row of a quoted SYN: the quoted addresses and header, no payload, `tcp_offset` at
+    the quoted header inside the ICMP frame."""
+    path = icmp_cases.CASES["redirect_leg_rejected"](tmp_path / "x.pcap")
+    (cols,), problems, _ = decode_file(path)
+    assert problems == []
+    (i, *_) = np.flatnonzero(cols.proto == QUOTED_TCP).tolist()
+    assert int(cols.number[i]) == 10
+    assert address_text(4, 0, int(cols.src_lo[i])) == icmp_cases.CLIENT
+    assert address_text(4, 0, int(cols.dst_lo[i])) == icmp_cases.SERVER
+    assert (int(cols.sport[i]), int(cols.dport[i])) == (50001, icmp_cases.WORKER_PORT)
+    assert (int(cols.seq[i]), int(cols.flags[i]), int(cols.window[i])) == (7000, SYN, 8192)
+    assert int(cols.payload_len[i]) == int(cols.payload_wire_len[i]) == 0
+    at = int(cols.tcp_offset[i])
+    assert bytes(cols.data[at : at + 4]) == struct.pack(">HH", 50001, icmp_cases.WORKER_PORT)
+    q = cols.icmp[10]
+    assert (q.family, q.type, q.code, q.reporter, q.numbered) == (
+        4, 3, 13, icmp_cases.FIREWALL, True
+    )  # fmt: skip

@@ -22,7 +22,7 @@ Ether, IP, IPv6, TCP, Raw = (
     scapy_all.Raw,
 )
 
-from tdslens.analyzer.packet_columns import PacketColumns  # noqa: E402
+from tdslens.analyzer.packet_columns import COLUMNS, PacketColumns  # noqa: E402
 from tdslens.analyzer.tcp import TcpEngine  # noqa: E402
 from tdslens.analyzer.tcp_events import (  # noqa: E402
     Conflict,
@@ -289,7 +289,7 @@ def columns_from_pcap(path: Path) -> PacketColumns:
     endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
     nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
     linktype = struct.unpack(endian + "I", raw[20:24])[0]
-    rows: dict[str, list[int]] = {k: [] for k in PacketColumns.__slots__ if k != "data"}
+    rows: dict[str, list[int]] = {k: [] for k in COLUMNS}
     pos, number = 24, 0
     while pos + 16 <= len(raw):
         sec, frac, caplen, _origlen = struct.unpack(endian + "IIII", raw[pos : pos + 16])
@@ -552,10 +552,8 @@ def test_closed_connections_are_released(tmp_path: Path) -> None:
     assert len(summaries(ev)) >= 48
     # Fed in small batches, ended connections also shrink to a compact record per pair.
     engine = TcpEngine(linger_ns=500_000_000)
-    names = [k for k in PacketColumns.__slots__ if k != "data"]
     for start in range(0, len(cols), 10):
-        part = {k: getattr(cols, k)[start : start + 10] for k in names}
-        engine.feed(PacketColumns(data=cols.data, **part))
+        engine.feed(cols.take(slice(start, start + 10)))
         assert engine.open_connections <= 3
     records = list(engine._flows.values())
     assert len(records) == 50
@@ -616,11 +614,9 @@ def test_unanswered_attempt_is_dropped_after_idle_time(tmp_path: Path) -> None:
     w.add(CLIENT, SERVER, "S", 1000, gap_s=1.0)  # very late retry: same stream, continued
     engine = TcpEngine()
     cols = columns_from_pcap(w.write(tmp_path / "idle.pcap"))
-    names = [k for k in PacketColumns.__slots__ if k != "data"]
     events: list[TcpEvent] = []
     for i in range(len(cols)):
-        part = {k: getattr(cols, k)[i : i + 1] for k in names}
-        events += engine.feed(PacketColumns(data=cols.data, **part))
+        events += engine.feed(cols.take(slice(i, i + 1)))
         if i == 1:
             assert engine.open_connections == 1  # the first attempt was summarised
     events += engine.finish()

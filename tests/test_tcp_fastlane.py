@@ -20,11 +20,7 @@ from tdslens.analyzer.tcp_events import Payload, StreamEnd, TcpEvent
 
 
 def _slices(cols: PacketColumns, size: int) -> list[PacketColumns]:
-    names = [k for k in PacketColumns.__slots__ if k != "data"]
-    return [
-        PacketColumns(data=cols.data, **{k: getattr(cols, k)[s : s + size] for k in names})
-        for s in range(0, len(cols), size)
-    ]
+    return [cols.take(slice(s, s + size)) for s in range(0, len(cols), size)]
 
 
 def _run(batches: list[PacketColumns], fast: bool) -> tuple[list[TcpEvent], np.ndarray]:

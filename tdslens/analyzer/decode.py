@@ -8,11 +8,14 @@ Two paths, one answer (tests/test_decode.py checks they agree on every crafted c
 * **Slow path** (plain Python, one frame at a time, `_Slow`): whatever the fast path declines —
   IPv4 options, IPv6 extension headers, IPv4/IPv6 fragments (reassembled like Wireshark does,
   the packet belonging to the frame that completed it), TSO frames with IPv4 length 0, deeper
-  VLAN stacks, and headers cut short by the snap length (reported as problems).
+  VLAN stacks, headers cut short by the snap length (reported as problems), and ICMP/ICMPv6
+  errors (rare; the fast path only spots them by type).
 
-Only TCP and UDP packets come out. Frames of other protocols, or of link types we do not decode
-(the reader reports those), are skipped silently. Lengths follow the IP header: Ethernet
-padding is not payload; bytes cut by the snap length are a gap (`payload_len < payload_wire_len`).
+TCP and UDP packets come out, and TCP headers quoted inside ICMP/ICMPv6 errors (`QUOTED_TCP`
+rows, see `icmp_quote.py`; Wireshark numbers them as TCP conversations). Frames of other
+protocols, or of link types we do not decode (the reader reports those), are skipped silently.
+Lengths follow the IP header: Ethernet padding is not payload; bytes cut by the snap length are
+a gap (`payload_len < payload_wire_len`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ import numpy as np
 
 from tdslens.analyzer.capture import byteviews
 from tdslens.analyzer.frames import CaptureProblem, FrameBatch, LinkType
-from tdslens.analyzer.packet_columns import TCP, UDP, PacketColumns
+from tdslens.analyzer.icmp_quote import ICMP, ICMP_ERRORS, ICMPV6, ICMPV6_QUOTING, quoted_tcp
+from tdslens.analyzer.packet_columns import (
+    QUOTED_TCP,
+    TCP,
+    UDP,
+    IcmpQuote,
+    PacketColumns,
+    address_text,
+)
 
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
@@ -40,6 +51,8 @@ _M4, _M8, _M9, _M16, _M32 = (np.uint64((1 << k) - 1) for k in (4, 8, 9, 16, 32))
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _FRAG = np.uint64(0x3FFF)
 _PORTS = np.uint64(0xFFFFFFFF00000000)
+_ICMP_ERRORS = np.array(sorted(ICMP_ERRORS))
+_ICMPV6_QUOTING = np.array(sorted(ICMPV6_QUOTING))
 
 _COLUMNS = (
     ("number", np.int64),
@@ -102,6 +115,7 @@ class Decoder:
         if not slow.rows:
             return (cols if cols is not None else _empty(data)), slow.problems
         extra = _rows_to_columns(slow.rows, data)
+        extra.icmp = slow.icmp
         merged = extra if cols is None else _merge(cols, extra)
         if slow.extra:
             merged.data = bytes(data) + bytes(slow.extra)
@@ -206,6 +220,14 @@ def _fast(batch: FrameBatch) -> tuple[PacketColumns, np.ndarray]:
     fast4 = transport4 & (b0 == 0x45) & (frag4 == 0) & (total4 >= 20)
     fast4 &= (p4 - off[i4]) + total4 <= batch.origlen[i4]
     slow[i4[transport4 & ~fast4]] = True
+    # ICMP errors may quote a TCP header (icmp_quote.py): they, and ICMP fragments (which may
+    # make one), take the slow path; other ICMP (echo, ...) is skipped as before.
+    icmp4 = have4 & (b0 >> 4 == 4) & (proto4 == ICMP)
+    if icmp4.any():
+        k = np.flatnonzero(icmp4)
+        at = p4[k] + (b0[k] & 0x0F) * 4
+        error = (at < end[i4[k]]) & np.isin(g(u8, at), _ICMP_ERRORS)
+        slow[i4[k[error | (frag4[k] != 0)]]] = True
     src4 = x1 & _M32
     if not fast4.all():
         i4, p4, proto4, total4, src4 = (x[fast4] for x in (i4, p4, proto4, total4, src4))
@@ -219,6 +241,11 @@ def _fast(batch: FrameBatch) -> tuple[PacketColumns, np.ndarray]:
     direct6 = have6 & ((nh6 == TCP) | (nh6 == UDP))
     fast6 = direct6 & (plen6 > 0) & ((p6 - off[i6]) + 40 + plen6 <= batch.origlen[i6])
     slow[i6[(direct6 & ~fast6) | (have6 & np.isin(nh6, IPV6_EXT))]] = True
+    icmp6 = have6 & (nh6 == ICMPV6)
+    if icmp6.any():  # errors: see IPv4 above (fragments have an extension header: slow)
+        k = np.flatnonzero(icmp6)
+        at = p6[k] + 40
+        slow[i6[k[(at < end[i6[k]]) & np.isin(g(u8, at), _ICMPV6_QUOTING)]]] = True
     if not fast6.all():
         i6, p6, nh6, plen6 = i6[fast6], p6[fast6], nh6[fast6], plen6[fast6]
 
@@ -326,6 +353,7 @@ class _Slow:
         self.base = len(batch.data)  # offsets >= base point into `extra`
         self.extra = bytearray()
         self.rows: list[tuple] = []
+        self.icmp: dict[int, IcmpQuote] = {}
         self.problems: list[CaptureProblem] = []
 
     def problem(self, frame: int, message: str) -> None:
@@ -389,7 +417,7 @@ class _Slow:
             return
         ihl = (buf[p] & 0x0F) * 4
         proto = buf[p + 9]
-        if proto not in (TCP, UDP) or ihl < 20:
+        if proto not in (TCP, UDP, ICMP) or ihl < 20:
             return
         if p + ihl > end:
             self.problem(number, "IPv4 header cut by the snap length")
@@ -421,7 +449,13 @@ class _Slow:
             )
             if got is not None:
                 start, stop, proto = got
-                self.transport(i, number, 4, 0, src, 0, dst, proto, start, stop, stop)
+                if proto == ICMP:
+                    self.icmp_error(i, number, 4, 0, src, start, stop)
+                else:
+                    self.transport(i, number, 4, 0, src, 0, dst, proto, start, stop, stop)
+            return
+        if proto == ICMP:
+            self.icmp_error(i, number, 4, 0, src, p + ihl, min(ip_end, end))
             return
         self.transport(i, number, 4, 0, src, 0, dst, proto, p + ihl, ip_end, min(ip_end, end))
 
@@ -466,9 +500,14 @@ class _Slow:
                         self.transport(
                             i, number, 6, src_hi, src_lo, dst_hi, dst_lo, proto, start, stop, stop
                         )
+                    elif proto == ICMPV6:
+                        self.icmp_error(i, number, 6, src_hi, src_lo, start, stop)
                 return
             ext_len = (buf[q + 1] + 2) * 4 if nh == 51 else (buf[q + 1] + 1) * 8
             nh, q = buf[q], q + ext_len
+        if nh == ICMPV6 and q <= ip_end:
+            self.icmp_error(i, number, 6, src_hi, src_lo, q, min(ip_end, end))
+            return
         if nh not in (TCP, UDP) or q > ip_end:
             return
         self.transport(
@@ -600,6 +639,36 @@ class _Slow:
             )
         )
 
+    def icmp_error(
+        self, i: int, number: int, family: int, src_hi: int, src_lo: int, at: int, end: int
+    ) -> None:
+        """An ICMP (`family` 4) or ICMPv6 (6) message at [at:end]: a `QUOTED_TCP` row if it is
+        an error quoting a TCP header (icmp_quote.py), else nothing."""
+        in_extra = at >= self.base
+        buf = self.extra if in_extra else self.buf
+        shift = self.base if in_extra else 0
+        q = quoted_tcp(buf, at - shift, end - shift, family)
+        if q is None:
+            return
+        t = q.tcp_at
+        numbered = q.tcp_bytes >= 16
+        sport, dport = _U16(buf, t)[0], _U16(buf, t + 2)[0]
+        seq = _U32(buf, t + 4)[0]
+        ack, flags, window = 0, 0, 0
+        if numbered:
+            ack = _U32(buf, t + 8)[0]
+            flags = _U16(buf, t + 12)[0] & 0x1FF
+            window = _U16(buf, t + 14)[0]
+        th = t + shift
+        self.rows.append(
+            (
+                number, int(self.batch.ts_ns[i]), q.version, q.src_hi, q.src_lo, q.dst_hi,
+                q.dst_lo, QUOTED_TCP, sport, dport, seq, ack, flags, window, th, th, 0, 0,
+            )
+        )  # fmt: skip
+        reporter = address_text(family, src_hi, src_lo)
+        self.icmp[number] = IcmpQuote(q.family, q.type, q.code, reporter, numbered)
+
 
 def _by_ethertype(et: int, p: int) -> tuple[int, int] | None:
     if et == ETH_IPV4:
@@ -626,4 +695,5 @@ def _merge(a: PacketColumns, b: PacketColumns) -> PacketColumns:
     """Rows of both, in frame order."""
     merged = {name: np.concatenate([getattr(a, name), getattr(b, name)]) for name, _ in _COLUMNS}
     order = np.argsort(merged["number"], kind="stable")
-    return PacketColumns(a.data, **{k: v[order] for k, v in merged.items()})
+    icmp = {**a.icmp, **b.icmp}
+    return PacketColumns(a.data, **{k: v[order] for k, v in merged.items()}, icmp=icmp)

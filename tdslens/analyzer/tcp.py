@@ -6,10 +6,14 @@ Three jobs, in one pass over the packets in frame order:
    conversation per address/port pair. A pure SYN (SYN without ACK) starts a new conversation
    when its sender's *base sequence number* on the current conversation is known and differs
    from the SYN's sequence number; otherwise (a retransmitted SYN, or a new SYN that reuses the
-   ISN even after FIN/RST) it stays in the same stream. A side's base is set by its first
-   packet (seq for a SYN, seq - 1 otherwise), or earlier by the peer's first packet with ACK set
-   (ack - 1). Found by probing tshark 4.0.17 with crafted captures; tests/test_tcp_tshark.py
-   keeps checking every frame of those probes, the crafted cases and real captures.
+   ISN even after FIN/RST) it stays in the same stream. A SYN-ACK whose sequence number differs
+   from its sender's known base moves that base (same stream). A side's base is set by its
+   first packet (seq for a SYN, seq - 1 otherwise), or earlier by the peer's first packet with
+   ACK set (ack - 1). TCP headers quoted inside ICMP/ICMPv6 errors (`QUOTED_TCP` rows) take
+   part in the lookup like packets, starting a stream when none matches, but set no base and
+   are never data (`_quoted`). Found by probing tshark 4.0.17 with crafted captures
+   (docs/tcp.md); tests/test_tcp_tshark.py and tests/test_tcp_icmp.py keep checking every
+   frame of those probes, the crafted cases and real captures.
 2. **Reassembly** per direction (`tcp_reassembly.Direction`): in-order bytes with the frame they
    came from, gaps where the capture lacks bytes, conflicting retransmissions flagged.
 3. **Bookkeeping**: one `ConnectionSummary` per connection, emitted in `StreamEnd`.
@@ -29,8 +33,7 @@ tests/test_fast_path.py). docs/performance.md has the measurements.
 
 Unanswered attempts idle for `idle_ns` are summarised and dropped too (a later packet of the
 pair continues the same stream index, with `continued` set). Established connections are never
-timed out. Not handled (yet): TCP headers quoted inside ICMP errors, which Wireshark numbers
-as conversations too (the decoder does not hand them over).
+timed out.
 """
 
 from __future__ import annotations
@@ -39,14 +42,26 @@ import gc
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 from tdslens.analyzer import tcp_fastlane, tcp_regular
-from tdslens.analyzer.packet_columns import ACK, FIN, RST, SYN, TCP, PacketColumns, address_text
+from tdslens.analyzer.packet_columns import (
+    ACK,
+    FIN,
+    QUOTED_TCP,
+    RST,
+    SYN,
+    TCP,
+    IcmpQuote,
+    PacketColumns,
+    address_text,
+)
 from tdslens.analyzer.tcp_events import (
     ConnectionSummary,
     Endpoint,
+    IcmpError,
     Payload,
     PayloadFilter,
     StreamEnd,
@@ -147,6 +162,44 @@ class _Flow:
                 names.clear()
             name = names[key] = address_text(self.version, hi, lo)
         return Endpoint(name, port)
+
+
+class _Quote(NamedTuple):
+    """A TCP header quoted in an ICMP error, as the engine meets it in a batch."""
+
+    row: int  # in the batch's columns
+    pos: int  # TCP rows of the batch before it: where the loop meets it
+    key: FlowKey
+    version: int
+    a: tuple[int, int, int]
+    b: tuple[int, int, int]
+    sa: bool  # the quoted packet was sent by side "a"
+    num: int
+    ts: int
+    seq: int
+    ack: int
+    flags: int
+    icmp: IcmpQuote
+
+
+def _quotes(cols: PacketColumns, rows: np.ndarray) -> list[_Quote]:
+    """The batch's quoted headers, in frame order, with their address pairs keyed as `_group`
+    keys them (`rows`: the batch's TCP rows)."""
+    at = np.flatnonzero(cols.proto == QUOTED_TCP)
+    pos = np.searchsorted(rows, at).tolist()
+    fields = (
+        cols.ip_version, cols.src_hi, cols.src_lo, cols.sport, cols.dst_hi, cols.dst_lo,
+        cols.dport, cols.number, cols.ts_ns, cols.seq, cols.ack, cols.flags,
+    )  # fmt: skip
+    out = []
+    for k, row in enumerate(at.tolist()):
+        v, shi, slo, sp, dhi, dlo, dp, num, ts, seq, ack, fl = (int(f[row]) for f in fields)
+        src, dst = (shi, slo, sp), (dhi, dlo, dp)
+        sa = src <= dst
+        a, b = (src, dst) if sa else (dst, src)
+        key: FlowKey = ((a[1] << 16 | a[2]) << 48) | (b[1] << 16 | b[2]) if v == 4 else (v, *a, *b)
+        out.append(_Quote(row, pos[k], key, v, a, b, sa, num, ts, seq, ack, fl, cols.icmp[num]))
+    return out
 
 
 class _Conn:
@@ -316,6 +369,7 @@ class TcpEngine:
         self._streams = 0
         self._names: dict[tuple[int, int, int], str] = {}
         self._pending: list[Direction] = []  # directions holding fast-lane bytes of the batch
+        self._icmp: dict[int, list[IcmpError]] = {}  # stream -> ICMP errors quoting it so far
         # Regular connections as table rows (tcp_regular), when no consumer reads payload.
         self._regular = RegularTable() if fast_lane and payloads is no_stream else None
 
@@ -354,11 +408,21 @@ class TcpEngine:
         if len(cols) == 0:
             return out
         rows = np.flatnonzero(cols.proto == TCP)
+        quotes = _quotes(cols, rows) if cols.icmp else []
         if len(rows) == 0:
+            if quotes:
+                self._only_quotes(quotes, streams, out)
             return out
         everything = len(rows) == len(cols)
         sel = slice(None) if everything else rows
         group, src_is_a, flows, order = self._group(cols, sel)
+        # Pairs an ICMP error quotes in the batch take the per-packet way, in frame order with
+        # the quote (rare; a quoted SYN may start a new stream between two of their rows).
+        held = None
+        if quotes:
+            index = {flow.key: p for p, flow in enumerate(flows)}
+            held = np.zeros(len(flows), dtype=bool)
+            held[[index[q.key] for q in quotes if q.key in index]] = True
         mv = memoryview(cols.data)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
@@ -380,7 +444,7 @@ class TcpEngine:
         if self._regular is not None:
             regular = self._regular.step(
                 flows, order, src_is_a, number, ts_ns, seq, ack, flags, window, p_off, p_len,
-                p_wire, group[order], mv,
+                p_wire, group[order], mv, held,
             )  # fmt: skip
         if regular is not None:
             for h in regular.fallback:
@@ -398,11 +462,15 @@ class TcpEngine:
                 p_off, p_len, p_wire = (x[rowid] for x in (p_off, p_len, p_wire))
                 order = (np.cumsum(left) - 1)[order[left[order]]]
                 n = len(rowid)
+        if quotes:  # met just before the TCP row after them: (pos - 0.5, 2, index)
+            extra += [(q.pos - 0.5, 2, k) for k, q in enumerate(quotes)]
+            heapq.heapify(extra)
         rp = None
         if self.fast_lane and n:
             rp = tcp_fastlane.plan(
-                group, src_is_a, order, number, ts_ns, seq, ack, flags, window, p_off, p_len, p_wire
-            )
+                group, src_is_a, order, number, ts_ns, seq, ack, flags, window, p_off, p_len,
+                p_wire, held,
+            )  # fmt: skip
         # The loop visits rows in frame order: slow rows and the first row of each run up
         # front; a run's other rows join (heap `extra`) only if `take` refuses the run, or for
         # their Payload when the connection has a subscriber. Python ints are made only for
@@ -435,10 +503,13 @@ class TcpEngine:
         keep = streams is not None
         kept_rows: list[int] = []
         kept_streams: list[int] = []
+        quoted_rows: list[int] = []  # rows of the batch's columns (not of its TCP rows)
+        quoted_streams: list[int] = []
         taken: dict[int, int] = {}  # run -> stream
         # `extra` holds (batch row, 0, connection, ts): a regular connection closes at this
         # row; or (batch row, 1, x): x is a regular connection's SYN (number the stream), the
-        # Payload of a taken run's row, or a row of a refused run (its values).
+        # Payload of a taken run's row, or a row of a refused run (its values); or (batch row
+        # - 0.5, 2, k): quotes[k], a TCP header quoted in an ICMP error.
         vi, n_visit = 0, len(vals)
         while True:
             if extra and (vi >= n_visit or extra[0][0] < vals[vi][0]):
@@ -447,6 +518,13 @@ class TcpEngine:
                 if entry[1] == 0:
                     if item.closed_ts < 0:
                         self._close(item, entry[3], out)
+                    continue
+                if entry[1] == 2:
+                    q = quotes[item]
+                    stream = self._quoted(q, out)
+                    if keep and stream >= 0:
+                        quoted_rows.append(q.row)
+                        quoted_streams.append(stream)
                     continue
                 if item.__class__ is Payload:  # a row of a taken run whose bytes are read
                     append(item)
@@ -485,7 +563,7 @@ class TcpEngine:
                     heapq.heappush(extra, (rest[0], 1, rest))
             flow = flows[g]
             # 1. Which tcp.stream (Wireshark's rule, see module docstring).
-            if flow.unset or fl & 0x12 == SYN:
+            if flow.unset or fl & SYN:
                 conn = new_conn(flow, sa, num, ts, seq, a, fl, append)
             else:
                 conn = flow.conn
@@ -562,6 +640,8 @@ class TcpEngine:
                 pair_stream[regular.pairs] = [h.stream for h in regular.handles]
                 at = np.flatnonzero(regular.rows)
                 streams[rows[at]] = pair_stream[group_all[at]]
+            if quoted_rows:
+                streams[quoted_rows] = quoted_streams
         if rp is not None:  # fast-lane bytes refer to this batch's buffer: copy or drop them
             for d in pending:
                 if d.pending is not None:
@@ -747,25 +827,35 @@ class TcpEngine:
         ack: int,
         fl: int,
         append: Callable[[TcpEvent], None],
+        quoted: bool = False,
     ) -> _Conn:
-        """Apply Wireshark's conversation rule; start a connection when it says so."""
+        """Apply Wireshark's conversation rule; start a connection when it says so. A header
+        quoted in an ICMP error (`quoted`) takes part in the rule, but sets no base: Wireshark
+        runs no sequence analysis on error packets."""
         pure_syn = fl & 0x12 == SYN
         base = flow.base_a if sa else flow.base_b
         fresh = flow.stream < 0
-        if pure_syn and base >= 0 and seq != base:  # a new conversation on a used pair
-            fresh = True
-            flow.base_a = flow.base_b = base = -1
-        if base < 0:
-            base = seq if fl & SYN else (seq - 1) & MASK
-            if sa:
-                flow.base_a = base
-            else:
-                flow.base_b = base
-        if fl & ACK:
-            if sa and flow.base_b < 0:
-                flow.base_b = (ack - 1) & MASK
-            elif not sa and flow.base_a < 0:
-                flow.base_a = (ack - 1) & MASK
+        if base >= 0 and seq != base:
+            if pure_syn:  # a new conversation on a used pair
+                fresh = True
+                flow.base_a = flow.base_b = base = -1
+            elif fl & 0x12 == 0x12:  # a SYN-ACK with another ISN moves its sender's base
+                if sa:
+                    flow.base_a = seq
+                else:
+                    flow.base_b = seq
+        if not quoted:
+            if base < 0:
+                base = seq if fl & SYN else (seq - 1) & MASK
+                if sa:
+                    flow.base_a = base
+                else:
+                    flow.base_b = base
+            if fl & ACK:
+                if sa and flow.base_b < 0:
+                    flow.base_b = (ack - 1) & MASK
+                elif not sa and flow.base_a < 0:
+                    flow.base_a = (ack - 1) & MASK
         flow.unset = flow.base_a < 0 or flow.base_b < 0
         conn = flow.conn
         if conn is not None and not fresh:
@@ -793,12 +883,59 @@ class TcpEngine:
         self._open[conn.stream] = conn
         self._attempts[conn.stream] = conn
         start = StreamStart(
-            conn.stream, conn.client, conn.server, num, ts, pure_syn, guessed, continued
-        )
+            conn.stream, conn.client, conn.server, num, ts, pure_syn and not quoted, guessed,
+            continued,
+        )  # fmt: skip
         if not self.payloads(start):
             conn.da.deliver = conn.db.deliver = False
         append(start)
         return conn
+
+    def _quoted(self, q: _Quote, out: list[TcpEvent]) -> int:
+        """A TCP header quoted in an ICMP error: its connection as Wireshark finds it (a new one
+        when none matches, or when it is a SYN with another ISN), which records the error.
+        Returns the tcp.stream Wireshark gives the frame, -1 for none (a quote too short for
+        Wireshark's lookup: recorded on the pair's open connection, if any)."""
+        icmp = q.icmp
+        flow = self._flows.get(q.key)
+        if not icmp.numbered:
+            if flow.__class__ is not _Flow or flow.conn is None:  # type: ignore[union-attr]
+                return -1
+        elif flow.__class__ is not _Flow:
+            flow = _flow(self._flows, q.key, q.version, q.a, q.b)
+        assert isinstance(flow, _Flow)
+        conn = flow.conn
+        if icmp.numbered and (conn is None or q.flags & SYN):
+            if conn.__class__ is Regular:  # its table row holds the bases the rule needs
+                self._materialize(conn)  # type: ignore[arg-type]
+            conn = self._new_conn(
+                flow, q.sa, q.num, q.ts, q.seq, q.ack, q.flags, out.append, quoted=True
+            )
+        assert conn is not None
+        if isinstance(conn, _Conn) and not (conn.da.packets or conn.db.packets):
+            conn.last_frame, conn.last_ts = q.num, q.ts  # only errors so far: they are its span
+        from_client = flow.endpoint(q.sa, self._names) == conn.client
+        flags = q.flags if icmp.numbered else None
+        error = IcmpError(
+            q.num, q.ts, icmp.family, icmp.type, icmp.code, icmp.reporter, from_client, flags
+        )
+        self._icmp.setdefault(conn.stream, []).append(error)
+        return conn.stream if icmp.numbered else -1
+
+    def _only_quotes(
+        self, quotes: list[_Quote], streams: np.ndarray | None, out: list[TcpEvent]
+    ) -> None:
+        """A batch whose only TCP headers are quoted ones."""
+        for q in quotes:
+            stream = self._quoted(q, out)
+            if streams is not None and stream >= 0:
+                streams[q.row] = stream
+        now = quotes[-1].ts
+        if self._closing:
+            self._settle(now, out)
+        self._sweep([], now, out)
+        if self._released:
+            self._compact()
 
     def _control(
         self,
@@ -870,7 +1007,10 @@ class TcpEngine:
         conn.done = True
         conn.da.flush(conn.last_frame, reason, out)
         conn.db.flush(conn.last_frame, reason, out)
-        out.append(StreamEnd(conn.summary()))
+        summary = conn.summary()
+        if self._icmp:
+            self._add_icmp(summary)
+        out.append(StreamEnd(summary))
         del self._open[conn.stream]
         if self._attempts.get(conn.stream) is conn:
             del self._attempts[conn.stream]
@@ -916,9 +1056,17 @@ class TcpEngine:
         assert self._regular is not None
         self._regular.release(h)
 
+    def _add_icmp(self, summary: ConnectionSummary) -> None:
+        errors = self._icmp.pop(summary.stream, None)
+        if errors:
+            summary.icmp_errors = tuple(errors)
+
     def _end_regular(self, h: Regular, out: list[TcpEvent]) -> None:
         v = h.values()
-        out.append(StreamEnd(tcp_regular.summary(h, v)))
+        summary = tcp_regular.summary(h, v)
+        if self._icmp:
+            self._add_icmp(summary)
+        out.append(StreamEnd(summary))
         del self._open[h.stream]
         if self._attempts.get(h.stream) is h:
             del self._attempts[h.stream]

@@ -114,6 +114,29 @@ class ZeroWindow:
     probe_frames: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class IcmpError:
+    """An ICMP or ICMPv6 error about one of the connection's packets (it quotes its TCP
+    header): a router, firewall or host telling the sender the packet did not get through.
+    (Also an ICMPv6 ND Redirect, type 137, whose redirected header Wireshark numbers alike.)
+
+    Evidence only: the quoted header never counts as a packet, data or flags of the connection.
+    `family` 4 is ICMP, 6 ICMPv6 (`icmp_quote.describe` names type and code); `reporter` is the
+    address that sent the error; `from_client` says whether the quoted packet was the client's;
+    `quoted_flags` are its TCP flags, None when the quote stops before them (fewer than 16
+    bytes, RFC 792 routers quote 8: such a frame gets no tcp.stream in Wireshark).
+    """
+
+    frame: int
+    ts_ns: int
+    family: int
+    type: int
+    code: int
+    reporter: str
+    from_client: bool
+    quoted_flags: int | None
+
+
 @dataclass(slots=True)
 class DirectionStats:
     """Facts about one direction of a connection (bytes the sender sent)."""
@@ -151,11 +174,16 @@ class ConnectionSummary:
     ("Established" only needs the SYN-ACK: a capture may miss the SYN.)
     - ``S2`` / ``S3``: established, only the client / only the server sent FIN.
     - ``RSTO`` / ``RSTR``: established, then reset by the client (originator) / server.
-    - ``OTH``: no SYN nor SYN-ACK seen: mid-stream traffic.
+    - ``OTH``: no SYN nor SYN-ACK seen: mid-stream traffic (or only ICMP errors about it).
 
     `history` is Zeek-like, one letter per first occurrence, upper case for the client, lower
     case for the server: S syn, H syn-ack, A pure ack, D data, F fin, R rst, T retransmitted
     data, W zero window, K keep-alive, G gap, C conflicting retransmission.
+
+    `icmp_errors`: ICMP/ICMPv6 errors quoting the connection's packets, in frame order. They
+    move `first_frame`/`last_frame` (and the times) only while the connection has no packet of
+    its own: Wireshark starts a stream for a quoted header that matches no conversation, and
+    such a connection may never see a packet (``OTH``, 0 packets).
     """
 
     stream: int
@@ -180,6 +208,7 @@ class ConnectionSummary:
     to_client: DirectionStats
     conn_state: str
     history: str
+    icmp_errors: tuple[IcmpError, ...] = ()
 
     @property
     def duration_ns(self) -> int:

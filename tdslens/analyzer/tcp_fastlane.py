@@ -113,15 +113,19 @@ def plan(
     po: np.ndarray,
     pl: np.ndarray,
     pw: np.ndarray,
+    held: np.ndarray | None = None,
 ) -> RunPlan | None:
     """Cut one batch's rows (its TCP packets, in frame order) into runs; None if there are none.
 
     `g` is each row's pair, `sa` whether side "a" sent it, `order` the rows sorted by (pair,
-    frame)."""
+    frame); `held` (bool per pair, optional) marks pairs whose rows must all go the per-packet
+    way (an ICMP error quotes them in the batch: it may start a new stream mid-run)."""
     n = len(g)
     # Columns in `order`: a pair's rows are contiguous, in frame order.
     flo, pwo = fl[order], pw[order]
     cand = ((flo & 0x07) == 0) & (win[order] != 0) & (pl[order] == pwo)
+    if held is not None:
+        cand &= ~held[g[order]]
     if not cand.any():
         return None
     go, sao, seqo = g[order], sa[order], seq[order]

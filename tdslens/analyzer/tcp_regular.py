@@ -289,10 +289,14 @@ class RegularTable:
         pw: np.ndarray,
         go: np.ndarray,
         mv: memoryview,
+        held: np.ndarray | None = None,
     ) -> RegularBatch | None:
         """Handle the batch's rows of regular connections (see module docstring). Row arrays
         are in frame order; `order` sorts them by (pair, frame) and `go` is each sorted row's
-        pair (pairs are numbered 0.. in that order). None if no pair qualifies."""
+        pair (pairs are numbered 0.. in that order). `held` (bool per pair, optional): pairs an
+        ICMP error quotes in the batch, whose rows must take the ordinary way in frame order
+        with it (a quoted SYN may start a new stream): none becomes regular, a regular one
+        falls back. None if no pair qualifies."""
         self.batch += 1
         n, n_pairs = len(order), len(flows)
         first = group_starts(go)  # each pair's first position
@@ -304,6 +308,8 @@ class RegularTable:
         # A new regular connection: the pair's first row is a pure SYN starting a new stream.
         first_rows = order[first]
         maybe = np.flatnonzero(~live & ((fl[first_rows] & 0x17) == SYN) & (pw[first_rows] == 0))
+        if held is not None:
+            maybe = maybe[~held[maybe]]
         new = np.zeros(n_pairs, dtype=bool)
         for p, side_a, s in zip(
             maybe.tolist(), sa[first_rows[maybe]].tolist(), seq[first_rows[maybe]].tolist(),
@@ -356,6 +362,8 @@ class RegularTable:
         bad = rows_c & ~is_syn & ~is_synack & ~est  # before the handshake completed
         bad |= rows_c & closed[g]
         bad |= est & (((flo & (SYN | RST)) != 0) | (win[order] == 0) | (pl[order] != pwo))
+        if held is not None:  # from their first row on: the whole batch the ordinary way
+            bad |= rows_c & held[g] & (pos == first[g])
 
         # Each side's bytes delivered before each row: a segment either continues them, or
         # (no FIN) repeats bytes already delivered, a retransmission (not a keep-alive).
