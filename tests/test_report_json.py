@@ -108,3 +108,38 @@ def test_uncorrelated_analysis_falls_back_to_port_roles() -> None:
         ("worker", "port"),
     ]
     assert "No diagnosis in this analysis" in render_html(bare)
+
+
+def test_icmp_errors_of_a_connection(tmp_path: Path) -> None:
+    """An ICMP error quoting a connection's packet is listed on it (schema 1.2), and redaction
+    replaces the address that sent it."""
+    pytest.importorskip("scapy.all")
+    from icmp_cases import CASES as ICMP_CASES
+    from icmp_cases import FIREWALL
+
+    from tdslens.reports.redact import redact
+
+    analysis = analyze(ICMP_CASES["redirect_leg_rejected"](tmp_path / "icmp.pcap"))
+    doc = to_json(analysis)
+    assert not _errors(doc)
+    leg = next(c for c in doc["connections"] if c["tcp_stream"] == 1)
+    errors = leg["tcp"]["icmp_errors"]
+    assert [e["frame"] for e in errors] == [10, 12, 14]
+    assert errors[0] == {
+        "frame": 10,
+        "time": iso(errors[0]["ts_ns"]),
+        "ts_ns": errors[0]["ts_ns"],
+        "family": "icmp",
+        "type": 3,
+        "code": 13,
+        "description": "unreachable (admin prohibited)",
+        "reporter": FIREWALL,
+        "from_client": True,
+        "quoted_flags": 2,
+    }
+    assert all(not c["tcp"]["icmp_errors"] for c in doc["connections"] if c["tcp_stream"] != 1)
+    hidden = to_json(redact(analysis))
+    assert not _errors(hidden)
+    assert FIREWALL not in json.dumps(hidden)
+    leg = next(c for c in hidden["connections"] if c["tcp_stream"] == 1)
+    assert leg["tcp"]["icmp_errors"][0]["reporter"].startswith("ip-")

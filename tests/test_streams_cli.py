@@ -140,3 +140,61 @@ def test_reorder_buffer_is_bounded(tmp_path: Path) -> None:
     table.close()
     printed = [int(line.split()[0]) for line in out.getvalue().splitlines()[1:]]
     assert sorted(printed) == [s.stream for s in rows]
+
+
+# -- ICMP errors (docs/tcp.md; the cases: icmp_cases.py) ---------------------------------------
+
+
+def _icmp_leg(tmp_path: Path):
+    """The worker leg of icmp_cases' redirect_leg_rejected: 3 SYNs, each rejected by ICMP."""
+    from icmp_cases import CASES as ICMP_CASES
+
+    from tdslens.analyzer.pipeline import CapturePipeline
+    from tdslens.analyzer.tcp_events import StreamEnd, no_stream
+
+    path = ICMP_CASES["redirect_leg_rejected"](tmp_path / "icmp.pcap")
+    pipe = CapturePipeline(path, payloads=no_stream)
+    ends = {e.summary.stream: e.summary for e in pipe.events() if isinstance(e, StreamEnd)}
+    return path, ends[1]
+
+
+@needs_reader
+def test_ended_says_which_icmp_error_answered_the_attempt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("scapy.all")
+    path, _ = _icmp_leg(tmp_path)
+    code, lines, _ = _streams(path, capsys)
+    assert code == 0
+    assert lines[0].split()[-1] == "ended"
+    assert lines[2].split()[0] == "1"
+    assert lines[2].endswith("S0     S           icmp unreachable (admin prohibited)")
+    assert lines[1].split()[-2:] == ["SF", "ShADdFf"]  # no error: nothing after the history
+
+
+def test_ended_only_when_the_error_is_the_last_word(tmp_path: Path) -> None:
+    import io
+    from dataclasses import replace
+
+    from tdslens.analyzer.cli import StreamsTable
+
+    pytest.importorskip("scapy.all")
+    _, leg = _icmp_leg(tmp_path)
+    later = replace(leg, last_frame=leg.icmp_errors[-1].frame + 1)  # a packet after it
+    answered = replace(leg, synack_frame=15)
+    v6 = replace(leg, icmp_errors=(replace(leg.icmp_errors[-1], family=6, type=1, code=1),))
+    redirect = replace(leg, icmp_errors=(replace(leg.icmp_errors[-1], family=6, type=137),))
+    out = io.StringIO()
+    table = StreamsTable(out)
+    for n, s in enumerate((leg, later, answered, v6, redirect)):
+        table.add(replace(s, stream=n))
+    table.close()
+    lines = out.getvalue().splitlines()[1:]
+    cells = [line[line.index("S0") :].split(None, 2)[2:] for line in lines]
+    assert cells == [
+        ["icmp unreachable (admin prohibited)"],
+        [],
+        [],
+        ["icmpv6 unreachable (admin prohibited)"],
+        [],
+    ]

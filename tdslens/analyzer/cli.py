@@ -258,11 +258,11 @@ class StreamsTable:
     for that reason (IPv6 endpoints overflow their column).
     """
 
-    WIDTHS = (6, 22, 1, 21, 6, 6, 9, 9, 9, 9, 5, 0)
+    WIDTHS = (6, 22, 1, 21, 6, 6, 9, 9, 9, 9, 5, 10, 0)
     RIGHT = frozenset({0, 4, 5, 6, 7, 8, 9})
     HEADER = (
         "stream", "client", "", "server", "first", "last", "packets",
-        "bytes c>s", "bytes s>c", "duration", "state", "history",
+        "bytes c>s", "bytes s>c", "duration", "state", "history", "ended",
     )  # fmt: skip
 
     def __init__(self, out: TextIO, hold: int = 4096) -> None:
@@ -290,6 +290,7 @@ class StreamsTable:
             f"{s.duration_ns / 1e9:.3f}s",
             s.conn_state,
             s.history,
+            _ended(s),
         )
         heapq.heappush(self.waiting, (s.stream, self._line(cells)))
         self._drain(force=len(self.waiting) > self.hold)
@@ -320,6 +321,21 @@ class StreamsTable:
 
     def _write(self, cells: Sequence[str]) -> None:
         self.out.write(self._line(cells))
+
+
+def _ended(s: ConnectionSummary) -> str:
+    """The "ended" cell: the ICMP error that answered an attempt, when it is the last thing
+    the capture shows of a connection that never got a SYN-ACK (e.g. a firewall rejecting the
+    redirected leg); empty otherwise (state and history say how the others ended)."""
+    if not s.icmp_errors or s.synack_frame is not None:
+        return ""
+    last = s.icmp_errors[-1]
+    if last.frame < s.last_frame or (last.family == 6 and last.type == 137):  # (a redirect)
+        return ""
+    from tdslens.analyzer.icmp_quote import describe
+
+    family = "icmp" if last.family == 4 else "icmpv6"
+    return f"{family} {describe(last.family, last.type, last.code)}"
 
 
 def print_streams(rows: Sequence[ConnectionSummary], out: TextIO) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from tdslens import __version__
+from tdslens.analyzer.icmp_quote import describe
 from tdslens.analyzer.model import (
     Analysis,
     ConnectionRecord,
@@ -30,9 +31,9 @@ from tdslens.analyzer.model import (
     Phase,
     PhaseName,
 )
-from tdslens.analyzer.tcp_events import Endpoint
+from tdslens.analyzer.tcp_events import Endpoint, IcmpError
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SCHEMA_ID = "https://github.com/tdslens/tdslens/docs/report.schema.json"
 
 # Link-layer header types by LINKTYPE_* value, for the summary (tcpdump.org list).
@@ -329,6 +330,7 @@ def _connection(c: ConnectionRecord, role: RoleView, outcome: str) -> dict[str, 
             "retransmissions": tcp.to_server.retransmissions + tcp.to_client.retransmissions,
             "gaps": tcp.to_server.gaps + tcp.to_client.gaps,
             "zero_windows": len(tcp.zero_windows),
+            "icmp_errors": [_icmp_error(e) for e in tcp.icmp_errors],
         },
         "tds": {
             "login_version": login.tds_version if login else None,
@@ -423,6 +425,21 @@ def _tls(c: ConnectionRecord) -> dict[str, Any]:
         "alert": t.alert,
         "alert_frame": t.alert_frame,
         "handshake_complete": t.handshake_complete,
+    }
+
+
+def _icmp_error(e: IcmpError) -> dict[str, Any]:
+    return {
+        "frame": e.frame,
+        "time": iso(e.ts_ns),
+        "ts_ns": e.ts_ns,
+        "family": "icmp" if e.family == 4 else "icmpv6",
+        "type": e.type,
+        "code": e.code,
+        "description": describe(e.family, e.type, e.code),
+        "reporter": e.reporter,
+        "from_client": e.from_client,
+        "quoted_flags": e.quoted_flags,
     }
 
 

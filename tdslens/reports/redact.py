@@ -50,6 +50,7 @@ KINDS = {
     "addresses": "ip",
     "target_addresses": "ip",
     "client": "ip",  # Attempt.client is the client's address
+    "reporter": "ip",  # IcmpError.reporter: the router or firewall that sent it
     "names": "host",
     "cnames": "host",
     "sni": "host",
