@@ -151,6 +151,12 @@ class ReceiveBuffer:
         self.skip(n)
         return data
 
+    def take_all(self) -> tuple[bytes, Spans]:
+        """Everything unread with its runs, for a parser that works on one chunk (see
+        ``span_frames``); the buffer is left empty, ready for what that parser leaves over."""
+        spans = self.spans(len(self))
+        return self.take(len(self)), spans
+
     def skip(self, n: int) -> None:
         self._pos = min(self._pos + n, len(self._buf))
         self.need = 0
@@ -175,3 +181,57 @@ class ReceiveBuffer:
             del self._buf[: self._pos]
             self._base += self._pos
             self._pos = 0
+
+
+# -- a chunk of bytes with its runs -------------------------------------------------------------
+# A parser that has its input whole in one ``bytes`` (the usual case: a unit rarely straddles
+# two chunks) slices units out of it by position and asks these for their frames and stream
+# offsets, instead of copying each unit through a ReceiveBuffer. The answers are the buffer's.
+
+
+def span_frames(spans: Spans, lo: int, hi: int) -> tuple[int, ...]:
+    """Frame numbers of bytes [lo, hi) of a chunk whose runs are ``spans`` (as ``frames``)."""
+    if len(spans) == 1 and lo < spans[0][0]:
+        return (spans[0][1],)
+    hi = max(hi, lo + 1)
+    out: list[int] = []
+    start = 0
+    for length, frame, _origin in spans:
+        if start >= hi:
+            break
+        start += length
+        if start > lo and length and (not out or out[-1] != frame):
+            out.append(frame)
+    return tuple(out)
+
+
+def span_origin(spans: Spans, at: int) -> int:
+    """Stream offset of byte ``at`` of a chunk whose runs are ``spans`` (as ``origin``)."""
+    start = 0
+    for length, _frame, origin in spans:
+        if at < start + length:
+            return origin + at - start
+        start += length
+    if spans:  # past the end: continue the last run
+        length, _frame, origin = spans[-1]
+        return origin + at - start + length
+    return at
+
+
+def span_slice(spans: Spans, lo: int, hi: int) -> Spans:
+    """The runs of bytes [lo, hi) of a chunk (as ``spans``)."""
+    if len(spans) == 1:
+        length, frame, origin = spans[0]
+        hi = min(hi, length)
+        return ((hi - lo, frame, origin + lo),) if hi > lo else ()
+    out: list[tuple[int, int, int]] = []
+    start = 0
+    for length, frame, origin in spans:
+        end = start + length
+        if start >= hi:
+            break
+        a, b = max(start, lo), min(end, hi)
+        if b > a:
+            out.append((b - a, frame, origin + a - start))
+        start = end
+    return tuple(out)

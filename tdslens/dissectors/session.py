@@ -55,6 +55,7 @@ from .prelogin import is_prelogin_payload, parse_prelogin
 from .tds import (
     HEADER,
     HEADER_LEN,
+    TLS_CONTENT_TYPES,
     TLS_HEADER,
     TLS_HEADER_LEN,
     find_resync,
@@ -275,6 +276,14 @@ class TdsDirection:
             data = data[k:]
             if not data:
                 return out
+        if self.skip_unread and not len(self.buf) and not self._desync:
+            data = bytes(data)
+            used = self._whole_units(data, frame, out)
+            if used:
+                self.buf.advance_stream(used)
+                data = data[used:]
+                if not data:
+                    return out
         self.buf.add(data, frame)
         self._run(out)
         return out
@@ -372,6 +381,41 @@ class TdsDirection:
             return TLS_HEADER_LEN + buf.unpack(TLS_HEADER)[2]
         return None
 
+    def _whole_units(self, data: bytes, frame: int, out: list[Event]) -> int:
+        """The units that lie whole in a chunk that starts at a unit boundary (the usual case:
+        one TDS packet or TLS record per TCP segment, or several), sliced straight out of it
+        rather than copied through the buffer. Returns the bytes used: the rest, and any unit
+        needing more care (cut short, implausible, a body to pass over), goes the buffered
+        way, which reads it exactly as it would have read the whole chunk."""
+        base = self.buf.end_offset
+        frames = (frame,)
+        n = len(data)
+        pos = 0
+        while pos < n:
+            if data[pos] in TLS_CONTENT_TYPES:
+                if not tls_record_plausible(data, pos):
+                    break
+                end = pos + TLS_HEADER_LEN + TLS_HEADER.unpack_from(data, pos)[2]
+                if end > n:
+                    break
+                if self._tls_body_unread(data[pos]):
+                    self._unread_record(frames, base + pos, end - pos, out)
+                else:
+                    spans = ((end - pos, frame, base + pos),)
+                    self._tls_raw(data[pos:end], spans, frames, base + pos, out)
+                pos = end
+                continue
+            if not header_plausible(data, pos):
+                break
+            end = pos + HEADER.unpack_from(data, pos)[2]
+            if end > n:
+                break
+            body = pos + HEADER_LEN
+            spans = ((end - body, frame, base + body),) if end > body else ()
+            self._packet(data[pos:body], data[body:end], spans, frames, base + pos, out)
+            pos = end
+        return pos
+
     def _run(self, out: list[Event]) -> None:
         buf = self.buf
         while buf.ready():
@@ -387,7 +431,7 @@ class TdsDirection:
                     self._lose_sync(out, buf.frames(TLS_HEADER_LEN), buf.offset)
                     continue
                 total = TLS_HEADER_LEN + buf.unpack(TLS_HEADER)[2]
-                if self._tls_body_unread():
+                if self._tls_body_unread(buf.byte()):
                     if len(buf) < total:
                         self._begin_unread(True, TLS_HEADER_LEN, total)
                         return
@@ -423,12 +467,12 @@ class TdsDirection:
 
     # -- bodies nobody reads ----------------------------------------------------------------
 
-    def _tls_body_unread(self) -> bool:
+    def _tls_body_unread(self, content_type: int) -> bool:
         """An application-data record's body is opaque unless a decryptor wants the record."""
         tls = self.tls
         return (
             self.skip_unread
-            and self.buf.byte() == ContentType.APPLICATION_DATA
+            and content_type == ContentType.APPLICATION_DATA
             and tls.on_record is None
             and not tls.broken
             and not self._tls_resync

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from enum import Enum, IntEnum
 from typing import Any
 
-from .buffer import ReceiveBuffer, Spans
+from .buffer import ReceiveBuffer, Spans, span_frames, span_origin, span_slice
 from .events import (
     Certificate,
     ChangeCipherSpec,
@@ -332,80 +332,85 @@ class TlsDissector:
         return self.state is TlsState.ENCRYPTED
 
     def feed(self, data: bytes, spans: Spans, carrier: TlsCarrier) -> list[Event]:
+        """Records in ``data`` (whose bytes came from ``spans``), joined to a record begun in
+        earlier data. Whole records are sliced out of the chunk; only a record cut at its end
+        waits in ``records`` for the rest."""
         if self.broken:
             return []
-        self.records.add_spans(data, spans)
         out: list[Event] = []
-        buf = self.records
-        while buf.ready():
-            if len(buf) < TLS_HEADER_LEN:
-                buf.need = TLS_HEADER_LEN
+        held = self.records
+        if len(held):
+            held.add_spans(data, spans)
+            if not held.ready():
+                return out
+            data, spans = held.take_all()
+        n = len(data)
+        pos = 0
+        while pos < n:
+            if n - pos < TLS_HEADER_LEN:
+                held.add_spans(data[pos:], span_slice(spans, pos, n))
+                held.need = TLS_HEADER_LEN
                 break
-            ctype, version, length = buf.unpack(TLS_HEADER)
+            ctype, version, length = TLS_HEADER.unpack_from(data, pos)
             if ctype not in _CONTENT_TYPES or version >> 8 != 3 or length > TLS_MAX_RECORD:
                 out.append(
                     Malformed(
-                        frames=buf.frames(len(buf)),
-                        offset=buf.origin(),
+                        frames=span_frames(spans, pos, n),
+                        offset=span_origin(spans, pos),
                         code=MalformedCode.BAD_HEADER,
                         what="TLS record",
                         detail=f"type {ctype}, version 0x{version:04x}, length {length}",
                     )
                 )
-                buf.clear()
                 self.broken = True
                 break
-            total = TLS_HEADER_LEN + length
-            if len(buf) < total:
-                buf.need = total
+            end = pos + TLS_HEADER_LEN + length
+            if end > n:
+                held.add_spans(data[pos:], span_slice(spans, pos, n))
+                held.need = end - pos
                 break
-            frames, offset, spans_ = buf.frames(total), buf.origin(), buf.spans(total)
-            record = buf.take(total)
+            frames, offset = span_frames(spans, pos, end), span_origin(spans, pos)
+            body = data[pos + TLS_HEADER_LEN : end]
             if self.on_record is not None:
-                self.on_record(self.from_client, ctype, version, record[TLS_HEADER_LEN:], frames)
-            out += self._record(ctype, version, record, spans_, frames, offset, carrier)
+                self.on_record(self.from_client, ctype, version, body, frames)
+            if ctype == ContentType.HANDSHAKE and not self.encrypted:
+                body_spans = span_slice(spans, pos + TLS_HEADER_LEN, end)
+                self._handshakes(body, body_spans, carrier, out)
+            else:
+                out.append(self._record(ctype, version, body, frames, offset, carrier))
+            pos = end
         return out
 
-    def _record(self, ctype, version, record, spans, frames, offset, carrier) -> list[Event]:
-        body = record[TLS_HEADER_LEN:]
+    def _record(self, ctype, version, body, frames, offset, carrier) -> Event:
+        """The event of one record that is not a cleartext handshake record."""
+        if ctype == ContentType.APPLICATION_DATA:
+            return EncryptedData(frames=frames, offset=offset, length=len(body), carrier=carrier)
         if ctype == ContentType.CHANGE_CIPHER_SPEC:
             self._move("CCS")
-            return [ChangeCipherSpec(frames=frames, offset=offset, carrier=carrier)]
+            return ChangeCipherSpec(frames=frames, offset=offset, carrier=carrier)
         if ctype == ContentType.ALERT:
             if not self.encrypted and len(body) == 2:
-                return [
-                    TlsAlert(
-                        frames=frames,
-                        offset=offset,
-                        level=body[0],
-                        description=body[1],
-                        carrier=carrier,
-                    )
-                ]
-            return [
-                TlsAlert(
-                    frames=frames, offset=offset, level=None, description=None, carrier=carrier
-                )
-            ]
-        if ctype == ContentType.APPLICATION_DATA:
-            return [EncryptedData(frames=frames, offset=offset, length=len(body), carrier=carrier)]
-        if ctype == ContentType.HANDSHAKE and not self.encrypted:
-            body_spans = _drop_front(spans, TLS_HEADER_LEN)
-            self.handshake.add_spans(body, body_spans)
-            return self._handshakes(carrier)
-        if ctype == ContentType.HANDSHAKE:
-            return [
-                TlsHandshake(
+                return TlsAlert(
                     frames=frames,
                     offset=offset,
-                    msg_type=-1,
-                    length=len(body),
-                    encrypted=True,
+                    level=body[0],
+                    description=body[1],
                     carrier=carrier,
                 )
-            ]
-        return [TlsRecord(frames=frames, offset=offset, content_type=ctype, version=version,
-                          length=len(body), carrier=carrier)]  # fmt: skip
+            return TlsAlert(
+                frames=frames, offset=offset, level=None, description=None, carrier=carrier
+            )
+        if ctype == ContentType.HANDSHAKE:
+            return TlsHandshake(
+                frames=frames,
+                offset=offset,
+                msg_type=-1,
+                length=len(body),
+                encrypted=True,
+                carrier=carrier,
+            )
+        return TlsRecord(frames=frames, offset=offset, content_type=ctype, version=version,
+                         length=len(body), carrier=carrier)  # fmt: skip
 
     def _move(self, trigger: Any) -> None:
         nxt = TRANSITIONS.get((self.from_client, self.state, trigger))
@@ -414,27 +419,37 @@ class TlsDissector:
         elif trigger == "CCS":
             self.state = TlsState.ENCRYPTED
 
-    def _handshakes(self, carrier: TlsCarrier) -> list[Event]:
-        out: list[Event] = []
-        hs = self.handshake
-        while len(hs) >= 4:
-            msg_type, hi, lo = hs.unpack(HANDSHAKE_HEADER)
+    def _handshakes(self, data: bytes, spans: Spans, carrier: TlsCarrier, out) -> None:
+        """Handshake messages in one record's body, joined to a message begun in earlier
+        records; as with records, only a message cut at the end waits in ``handshake``."""
+        held = self.handshake
+        if len(held):
+            held.add_spans(data, spans)
+            if len(held) < 4:
+                return
+            data, spans = held.take_all()
+        n = len(data)
+        pos = 0
+        while n - pos >= 4:
+            msg_type, hi, lo = HANDSHAKE_HEADER.unpack_from(data, pos)
             length = (hi << 16) | lo
-            if length + 4 > hs.cap:
+            if length + 4 > held.cap:
                 out.append(
                     Malformed(
-                        frames=hs.frames(len(hs)), offset=hs.origin(), code=MalformedCode.TOO_LARGE,
-                        what="TLS handshake", detail=f"message type {msg_type} of {length} bytes",
+                        frames=span_frames(spans, pos, n), offset=span_origin(spans, pos),
+                        code=MalformedCode.TOO_LARGE, what="TLS handshake",
+                        detail=f"message type {msg_type} of {length} bytes",
                     )
                 )  # fmt: skip
-                hs.clear()
+                return
+            end = pos + 4 + length
+            if end > n:
                 break
-            if len(hs) < 4 + length:
-                break
-            frames, offset = hs.frames(4 + length), hs.origin()
-            body = hs.take(4 + length)[4:]
-            out += self._handshake(msg_type, body, frames, offset, carrier)
-        return out
+            frames, offset = span_frames(spans, pos, end), span_origin(spans, pos)
+            out += self._handshake(msg_type, data[pos + 4 : end], frames, offset, carrier)
+            pos = end
+        if pos < n:
+            held.add_spans(data[pos:], span_slice(spans, pos, n))
 
     def _handshake(self, msg_type, body, frames, offset, carrier) -> list[Event]:
         out: list[Event] = []
@@ -486,14 +501,3 @@ def _hs_name(msg_type: int) -> str:
         return HandshakeType(msg_type).name
     except ValueError:
         return f"handshake type {msg_type}"
-
-
-def _drop_front(spans: Spans, n: int) -> Spans:
-    out: list[tuple[int, int, int]] = []
-    for length, frame, origin in spans:
-        if n >= length:
-            n -= length
-            continue
-        out.append((length - n, frame, origin + n))
-        n = 0
-    return tuple(out)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any
 
-from .buffer import ReceiveBuffer, Spans
+from .buffer import ReceiveBuffer, Spans, span_frames, span_origin, span_slice
 from .events import (
     CannotContinue,
     ColMetadata,
@@ -357,13 +357,21 @@ class TokenStream:
     # -- driver API -------------------------------------------------------------------------
 
     def feed(self, data: bytes, spans: Spans) -> list[Event]:
-        """Add one packet's payload; ``spans`` carry its frames and TCP stream offsets."""
+        """Add one packet's payload; ``spans`` carry its frames and TCP stream offsets.
+
+        Tokens are parsed straight from the payload; only a token cut at its end waits in
+        ``buf``, and is parsed again whole once the bytes it needs have arrived."""
         if self.state is TokenState.SKIPPING or not data:
             return []
-        self.buf.add_spans(data, spans)
-        if self.buf.over_cap():
-            return self._too_large()
-        return self._parse()
+        buf = self.buf
+        if len(buf) or len(data) > buf.cap:
+            buf.add_spans(data, spans)
+            if buf.over_cap():
+                return self._too_large()
+            if not buf.ready():
+                return []
+            data, spans = buf.take_all()
+        return self._parse(bytes(data), spans)
 
     def _too_large(self) -> list[Event]:
         buf = self.buf
@@ -413,38 +421,35 @@ class TokenStream:
         except ValueError:
             return f"token 0x{tok:02x}"
 
-    def _parse(self) -> list[Event]:
-        """Parse every complete token buffered, inside one memoryview, then consume them.
+    def _parse(self, data: bytes, spans: Spans) -> list[Event]:
+        """Parse every complete token in ``data`` (whose bytes came from ``spans``); keep the
+        rest in ``buf``.
 
         Rows are the bulk of a result set, so consecutive ROW/NBCROW tokens become one Rows
         event and their frames are looked up once per contiguous run, not once per row.
         """
-        buf = self.buf
-        if self.state is not TokenState.READY or not buf.ready():
-            return []
         parsed: list[tuple[int, int, Any]] = []
         failure: _Bad | _Cannot | None = None
         need = 0
-        with buf.view() as mv:
-            c = _Cur(mv)
-            while c.p < c.end:
-                start = c.p
-                try:
-                    tok = mv[start]
-                    if tok in (_ROW_TOKEN, _NBCROW_TOKEN):  # the hot path
-                        c.p += 1
-                        self._row(c, tok == _NBCROW_TOKEN)
-                        result = _ROW
-                    else:
-                        result = self._token(c)
-                except _Short as short:
-                    need, c.p = short.needed, start
-                    break
-                except (_Bad, _Cannot) as e:
-                    failure, c.p = e, start
-                    break
-                parsed.append((start, c.p, result))
-            used = c.p
+        c = _Cur(data)
+        while c.p < c.end:
+            start = c.p
+            try:
+                tok = data[start]
+                if tok in (_ROW_TOKEN, _NBCROW_TOKEN):  # the hot path
+                    c.p += 1
+                    self._row(c, tok == _NBCROW_TOKEN)
+                    result = _ROW
+                else:
+                    result = self._token(c)
+            except _Short as short:
+                need, c.p = short.needed, start
+                break
+            except (_Bad, _Cannot) as e:
+                failure, c.p = e, start
+                break
+            parsed.append((start, c.p, result))
+        used = c.p
         out: list[Event] = []
         run_start = -1  # start of the current run of rows in this batch
         run_end = 0
@@ -453,25 +458,26 @@ class TokenStream:
                 if run_start < 0:
                     run_start = start
                     if not self._rows:
-                        self._row_offset = buf.origin(start)
+                        self._row_offset = span_origin(spans, start)
                 run_end = end
                 self._rows += 1
                 self._row_len += end - start
                 continue
             if run_start >= 0:
-                self._add_row_frames(buf.frames(run_end - run_start, rel=run_start))
+                self._add_row_frames(span_frames(spans, run_start, run_end))
                 run_start = -1
-            out += self._flush_rows()
+            if self._rows:
+                out += self._flush_rows()
             if result is not None:
                 cls, fields = result
-                frames, offset = buf.frames(end - start, rel=start), buf.origin(start)
+                frames, offset = span_frames(spans, start, end), span_origin(spans, start)
                 out.append(cls(frames=frames, offset=offset, **fields))
         if run_start >= 0:
-            self._add_row_frames(buf.frames(run_end - run_start, rel=run_start))
+            self._add_row_frames(span_frames(spans, run_start, run_end))
         if failure is not None:
             out += self._flush_rows()
-            tok = buf.byte(used)
-            frames, offset = buf.frames(1, rel=used), buf.origin(used)
+            tok = data[used]
+            frames, offset = span_frames(spans, used, used + 1), span_origin(spans, used)
             if isinstance(failure, _Cannot):
                 out.append(
                     CannotContinue(
@@ -488,14 +494,15 @@ class TokenStream:
                         detail=failure.detail,
                     )
                 )
-            buf.skip(used)
             self.abandon()
             return out
-        buf.skip(used)
-        if need:
-            buf.need = need - used
-            if buf.need > buf.cap:  # hopeless: do not buffer up to the cap first
-                out += self._too_large()
+        if used < len(data):
+            buf = self.buf
+            buf.add_spans(data[used:], span_slice(spans, used, len(data)))
+            if need:
+                buf.need = need - used
+                if buf.need > buf.cap:  # hopeless: do not buffer up to the cap first
+                    out += self._too_large()
         return out
 
     def _add_row_frames(self, frames: tuple[int, ...]) -> None:
