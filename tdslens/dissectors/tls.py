@@ -182,15 +182,29 @@ class _R:
         return self.end - self.p
 
 
-def _extensions(r: _R) -> dict[int, _R]:
+def _extensions(r: _R, wanted: frozenset[int]) -> dict[int, _R]:
+    """The ``wanted`` extensions (the first of each type) of an extension block. Every entry's
+    length is checked, but only the wanted ones get a reader: a ClientHello has ~15."""
     out: dict[int, _R] = {}
     if not r.left():
         return out
     exts = r.vec(2)
-    while exts.left():
-        etype = exts.u16()
-        out.setdefault(etype, exts.vec(2))
+    d, p, end = exts.d, exts.p, exts.end
+    while p < end:
+        start = p + 4
+        if start > end:
+            raise _Short
+        stop = start + ((d[p + 2] << 8) | d[p + 3])
+        if stop > end:
+            raise _Short
+        etype = (d[p] << 8) | d[p + 1]
+        if etype in wanted and etype not in out:
+            out[etype] = _R(d, start, stop)
+        p = stop
     return out
+
+
+_HELLO_EXTENSIONS = frozenset({Extension.SERVER_NAME, Extension.ALPN, Extension.SUPPORTED_VERSIONS})
 
 
 def parse_client_hello(body: bytes) -> dict[str, Any]:
@@ -202,7 +216,7 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
     cs = r.vec(2)
     ciphers = cs.u16s()
     r.vec(1)
-    exts = _extensions(r)
+    exts = _extensions(r, _HELLO_EXTENSIONS)
     sni = None
     if Extension.SERVER_NAME in exts:
         names = exts[Extension.SERVER_NAME].vec(2)
@@ -240,7 +254,7 @@ def parse_server_hello(body: bytes) -> dict[str, Any]:
     r.vec(1)
     cipher = r.u16()
     r.u8()
-    exts = _extensions(r)
+    exts = _extensions(r, _HELLO_EXTENSIONS)
     selected = legacy
     if Extension.SUPPORTED_VERSIONS in exts:
         selected = exts[Extension.SUPPORTED_VERSIONS].u16()
@@ -272,11 +286,28 @@ def parse_certificate(body: bytes) -> dict[str, Any]:
         "san": (),
         "not_before": None,
         "not_after": None,
-        "sha256": hashlib.sha256(ders[0]).hexdigest() if ders else "",
+        "sha256": "",
     }
     if ders:
-        fields.update(_x509_summary(ders[0]))
+        fields.update(_leaf_summary(ders[0]))
     return fields
+
+
+# Leaf certificate → its summary. A server shows the same certificate to every client, and
+# reading one with `cryptography` costs more than all the rest of a login's TLS; bounded.
+_LEAVES: dict[bytes, dict[str, Any]] = {}
+LEAF_CACHE = 256
+
+
+def _leaf_summary(der: bytes) -> dict[str, Any]:
+    """SHA-256 and the X.509 summary of a leaf certificate (a shared dict: do not modify)."""
+    found = _LEAVES.get(der)
+    if found is None:
+        found = {"sha256": hashlib.sha256(der).hexdigest(), **_x509_summary(der)}
+        if len(_LEAVES) >= LEAF_CACHE:
+            _LEAVES.clear()
+        _LEAVES[der] = found
+    return found
 
 
 def _x509_summary(der: bytes) -> dict[str, Any]:
