@@ -38,66 +38,81 @@ class PreLoginToken(IntEnum):
     NONCEOPT = 0x07
 
 
+# Option tables seen so far → their PreLoginOption tuple. A driver sends the same table on every
+# connection (only the option data differs), so the entries are built once per distinct table;
+# they are frozen, so sharing them is safe. Bounded for captures of many odd clients.
+_TABLES: dict[bytes, tuple[PreLoginOption, ...]] = {}
+TABLE_CACHE = 512
+_VERSION, _ENCRYPTION, _INSTOPT, _THREADID, _MARS, _TRACEID, _FEDAUTH, _NONCE = range(8)
+
+
 def parse_prelogin(
     payload: bytes, *, from_client: bool, frames: tuple[int, ...], offset: int
 ) -> PreLogin | Malformed:
     """Decode one PRELOGIN payload; a bad option table gives Malformed."""
-
-    def bad(code: MalformedCode, detail: str) -> Malformed:
-        return Malformed(frames=frames, offset=offset, code=code, what="PRELOGIN", detail=detail)
-
-    options: list[PreLoginOption] = []
+    n = len(payload)
+    values: dict[int, bytes] = {}  # the first entry of a token wins
     pos = 0
     while True:
-        if pos >= len(payload):
-            return bad(MalformedCode.TRUNCATED, "option table has no 0xFF terminator")
+        if pos >= n:
+            return _bad(
+                frames, offset, MalformedCode.TRUNCATED, "option table has no 0xFF terminator"
+            )
         if payload[pos] == TERMINATOR:
             break
-        if pos + OPTION.size > len(payload):
-            return bad(MalformedCode.TRUNCATED, f"option entry at {pos} is cut short")
+        if pos + OPTION.size > n:
+            return _bad(
+                frames, offset, MalformedCode.TRUNCATED, f"option entry at {pos} is cut short"
+            )
         token, opt_pos, length = OPTION.unpack_from(payload, pos)
-        if opt_pos + length > len(payload):
-            return bad(
+        if opt_pos + length > n:
+            return _bad(
+                frames,
+                offset,
                 MalformedCode.BAD_LENGTH,
                 f"option 0x{token:02x} data [{opt_pos}, {opt_pos + length}) beyond "
-                f"payload of {len(payload)} bytes",
+                f"payload of {n} bytes",
             )
-        options.append(PreLoginOption(token=token, position=opt_pos, length=length))
+        if token not in values:
+            values[token] = payload[opt_pos : opt_pos + length]
         pos += OPTION.size
+    table = payload[:pos]
+    options = _TABLES.get(table)
+    if options is None:
+        options = tuple(
+            PreLoginOption(token=token, position=opt_pos, length=length)
+            for token, opt_pos, length in OPTION.iter_unpack(table)
+        )
+        if len(_TABLES) >= TABLE_CACHE:
+            _TABLES.clear()
+        _TABLES[table] = options
 
-    values: dict[int, bytes] = {}
-    for opt in options:
-        values.setdefault(opt.token, payload[opt.position : opt.position + opt.length])
-
-    def byte_opt(token: int) -> int | None:
-        data = values.get(token)
-        return data[0] if data else None
-
-    version = None
-    if len(values.get(PreLoginToken.VERSION, b"")) >= VERSION.size:
-        version = VERSION.unpack_from(values[PreLoginToken.VERSION])
-    instance = None
-    if PreLoginToken.INSTOPT in values:
-        instance = values[PreLoginToken.INSTOPT].split(b"\0", 1)[0].decode("latin-1")
-    thread_id = None
-    if len(values.get(PreLoginToken.THREADID, b"")) >= 4:
-        thread_id = struct.unpack_from(">I", values[PreLoginToken.THREADID])[0]
-    mars = byte_opt(PreLoginToken.MARS)
-    fedauth = byte_opt(PreLoginToken.FEDAUTHREQUIRED)
+    get = values.get
+    data = get(_VERSION)
+    version = VERSION.unpack_from(data) if data and len(data) >= VERSION.size else None
+    data = get(_INSTOPT)
+    instance = None if data is None else data.split(b"\0", 1)[0].decode("latin-1")
+    data = get(_THREADID)
+    thread_id = int.from_bytes(data[:4], "big") if data and len(data) >= 4 else None
+    encryption, mars, fedauth = get(_ENCRYPTION), get(_MARS), get(_FEDAUTH)
     return PreLogin(
         frames=frames,
         offset=offset,
         from_client=from_client,
         version=version,
-        encryption=byte_opt(PreLoginToken.ENCRYPTION),
+        encryption=encryption[0] if encryption else None,
         instance=instance,
         thread_id=thread_id,
-        mars=None if mars is None else bool(mars),
-        trace_id=values.get(PreLoginToken.TRACEID) or None,
-        fedauth_required=None if fedauth is None else bool(fedauth),
-        nonce=values.get(PreLoginToken.NONCEOPT) or None,
-        options=tuple(options),
+        mars=bool(mars[0]) if mars else None,
+        trace_id=get(_TRACEID) or None,
+        fedauth_required=bool(fedauth[0]) if fedauth else None,
+        nonce=get(_NONCE) or None,
+        options=options,
     )
+
+
+def _bad(frames: tuple[int, ...], offset: int, code: MalformedCode, detail: str) -> Malformed:
+    return Malformed(frames=frames, offset=offset, code=code, what="PRELOGIN", detail=detail)
 
 
 def is_prelogin_payload(payload: bytes) -> bool:
