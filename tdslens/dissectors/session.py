@@ -82,6 +82,8 @@ class Phase(Enum):
     SESSION = "session"  # requests and responses
     CLOSED = "closed"
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs in Python
+
 
 class Unit(Enum):
     """What arrived: a whole message of one kind, or one raw TLS record."""
@@ -96,6 +98,8 @@ class Unit(Enum):
     ATTENTION = "attention"
     OTHER = "other request"  # bulk load, transaction manager, pre-TDS7 login
     RESPONSE = "response"  # server token stream
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs in Python
 
 
 P, U = Phase, Unit

@@ -92,6 +92,8 @@ class TlsState(Enum):
     HELLO = "hello"  # ClientHello / ServerHello sent, cleartext handshake continues
     ENCRYPTED = "encrypted"  # after this side's ChangeCipherSpec (or a TLS 1.3 ServerHello)
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs in Python
+
 
 # Which cleartext handshake messages each side may send in each state; anything else is a
 # ProtocolViolation (still decoded: we are passive, the wire is what it is).

@@ -314,6 +314,8 @@ class TokenState(Enum):
     READY = "ready"  # at a token boundary
     SKIPPING = "skipping"  # lost the thread: ignore bytes until the message ends
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs in Python
+
 
 # The whole state machine of a token stream: losing the thread (a token we cannot follow, a
 # bad length, a token over the cap, a capture gap) skips to the end of the message, and the
