@@ -34,6 +34,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = HERE / "data"
 RESULTS = HERE / "RESULTS.md"
+# Outputs of the timed commands: per process, so that two runs at once do not overwrite each
+# other's files (the captures in DATA are shared; they are only read).
+SCRATCH = DATA / f".run-{os.getpid()}"
 sys.path.insert(0, str(HERE))
 import generate  # noqa: E402  (sibling module; benchmarks/ is not a package)
 
@@ -102,7 +105,7 @@ class Measure:
 
     @property
     def output(self) -> Path:
-        return DATA / f".out-{self.name.replace(' ', '_')}.txt"
+        return SCRATCH / f"out-{self.name.replace(' ', '_')}.txt"
 
     @property
     def ok(self) -> bool:
@@ -126,7 +129,7 @@ def run_once(argv: list[str], stdout: Path, timeout: float = 3600) -> Sample:
 
     Output goes to a file (not a pipe we would have to drain) so that it can be checked after.
     """
-    err_path = DATA / ".stderr"
+    err_path = SCRATCH / "stderr"
     with open(err_path, "w+b") as err, open(stdout, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err)
@@ -149,8 +152,8 @@ def run_once(argv: list[str], stdout: Path, timeout: float = 3600) -> Sample:
 
 def run_capture(argv: list[str]) -> tuple[Sample, dict]:
     """Like run_once, but keeps stdout (the in-process script prints JSON)."""
-    out_path = DATA / ".stdout"
-    with open(out_path, "w+b") as out, open(DATA / ".stderr", "w+b") as err:
+    out_path = SCRATCH / "stdout"
+    with open(out_path, "w+b") as out, open(SCRATCH / "stderr", "w+b") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -351,7 +354,7 @@ def bench_size(
         res.notes.append("`tdslens streams` is not available in this checkout: not timed.")
 
     if can_analyze:
-        out = DATA / f".analyze-{label}.json"
+        out = SCRATCH / f"analyze-{label}.json"
         a = Measure(
             "tdslens analyze", [*cmd, "analyze", str(path), "--json", str(out)], accept=(0, 1)
         )
@@ -583,7 +586,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true", help="print the results, keep RESULTS.md")
     args = p.parse_args(argv)
 
-    DATA.mkdir(exist_ok=True)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args)
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace) -> int:
     cmd = tdslens_command(args.tdslens)
     can_streams = has_subcommand(cmd, "streams")
     can_analyze = has_subcommand(cmd, "analyze")
