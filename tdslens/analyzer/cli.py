@@ -290,9 +290,9 @@ class StreamsTable:
             f"{s.duration_ns / 1e9:.3f}s",
             s.conn_state,
             s.history,
-            _ended(s),
         )
-        heapq.heappush(self.waiting, (s.stream, self._line(cells)))
+        line = self._line(cells) if not s.icmp_errors else self._line((*cells, _ended(s)))
+        heapq.heappush(self.waiting, (s.stream, line))
         self._drain(force=len(self.waiting) > self.hold)
 
     def close(self) -> None:
@@ -313,11 +313,14 @@ class StreamsTable:
             self.next = max(self.next, stream + 1)
             force = everything
 
-    # One format string for a whole row: a capture may print millions of them.
+    # One format string for a whole row: a capture may print millions of them. Rows without
+    # an "ended" cell (nearly all) stop at the history, which then needs no padding.
     ROW = _row_format(WIDTHS, RIGHT)
+    SHORT_ROW = _row_format((*WIDTHS[:-2], 0), RIGHT)
 
     def _line(self, cells: Sequence[str]) -> str:
-        return self.ROW.format(*cells).rstrip() + "\n"
+        row = self.ROW if len(cells) == len(self.WIDTHS) else self.SHORT_ROW
+        return row.format(*cells).rstrip() + "\n"
 
     def _write(self, cells: Sequence[str]) -> None:
         self.out.write(self._line(cells))

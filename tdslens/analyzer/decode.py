@@ -222,7 +222,7 @@ def _fast(batch: FrameBatch) -> tuple[PacketColumns, np.ndarray]:
     slow[i4[transport4 & ~fast4]] = True
     # ICMP errors may quote a TCP header (icmp_quote.py): they, and ICMP fragments (which may
     # make one), take the slow path; other ICMP (echo, ...) is skipped as before.
-    icmp4 = have4 & (b0 >> 4 == 4) & (proto4 == ICMP)
+    icmp4 = have4 & (proto4 == ICMP)  # (the slow path checks the version)
     if icmp4.any():
         k = np.flatnonzero(icmp4)
         at = p4[k] + (b0[k] & 0x0F) * 4
