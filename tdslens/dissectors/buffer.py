@@ -166,12 +166,14 @@ class ReceiveBuffer:
         self.skip(len(self))
 
     def advance_stream(self, n: int) -> None:
-        """Account for ``n`` bytes never appended (a capture gap); drops what is buffered."""
-        self.clear()
+        """Account for ``n`` bytes never appended (a capture gap, or bytes a parser read
+        straight from its chunk); drops what is buffered."""
         self._base += len(self._buf) + n
-        self._buf.clear()
+        if self._buf:
+            self._buf.clear()
+            self._spans.clear()
         self._pos = 0
-        self._spans.clear()
+        self.need = 0
 
     def _trim(self) -> None:
         offset = self.offset

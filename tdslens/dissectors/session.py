@@ -49,6 +49,7 @@ from .events import (
     TdsMessage,
     TdsPacket,
     TlsCarrier,
+    members,
 )
 from .login7 import parse_login7
 from .prelogin import is_prelogin_payload, parse_prelogin
@@ -66,6 +67,9 @@ from .tds import (
 from .tls import ContentType, RecordHook, TlsDissector
 from .tokens import TokenStream
 
+_PT, _PS = members(PacketType), members(PacketStatus)
+_CARRIER = members(TlsCarrier)
+_APPLICATION_DATA = int(ContentType.APPLICATION_DATA)
 KEEP_CAP = 1 << 20  # PRELOGIN / LOGIN7 payloads are kept whole; real ones are < 10 KB
 RPC_HEAD = 4096  # bytes of an RPC kept to read its procedure name or id
 
@@ -102,7 +106,7 @@ class Unit(Enum):
     __hash__ = object.__hash__  # members are singletons; Enum's own hash runs in Python
 
 
-P, U = Phase, Unit
+P, U = members(Phase), members(Unit)  # fast member lookups (events.members)
 CLIENT_TRANSITIONS: dict[tuple[Phase, Unit], Phase] = {
     (P.INITIAL, U.PRELOGIN): P.PRELOGIN,
     (P.INITIAL, U.TLS_RAW): P.TLS_FIRST,
@@ -167,12 +171,12 @@ def mermaid(from_client: bool) -> str:
 
 
 _CLIENT_UNITS = {
-    PacketType.LOGIN7: U.LOGIN7,
-    PacketType.SSPI: U.SSPI,
-    PacketType.FEDAUTH_TOKEN: U.FEDAUTH,
-    PacketType.SQL_BATCH: U.REQUEST,
-    PacketType.RPC: U.REQUEST,
-    PacketType.ATTENTION: U.ATTENTION,
+    _PT.LOGIN7: U.LOGIN7,
+    _PT.SSPI: U.SSPI,
+    _PT.FEDAUTH_TOKEN: U.FEDAUTH,
+    _PT.SQL_BATCH: U.REQUEST,
+    _PT.RPC: U.REQUEST,
+    _PT.ATTENTION: U.ATTENTION,
 }
 _KEEP = frozenset({U.PRELOGIN, U.LOGIN7})
 
@@ -235,7 +239,7 @@ class TdsDirection:
         self.skip_unread = skip_unread
         self._read_tokens = True
         self._unread: _Unread | None = None
-        self.phase = Phase.INITIAL
+        self.phase = P.INITIAL
         self.buf = ReceiveBuffer(cap=HEADER_LEN + 0xFFFF)
         self._on_tls_record = on_tls_record
         self._table = CLIENT_TRANSITIONS if from_client else SERVER_TRANSITIONS
@@ -260,7 +264,7 @@ class TdsDirection:
 
     def feed(self, data: bytes | bytearray | memoryview, frame: int) -> list[Event]:
         out: list[Event] = []
-        if self.phase is Phase.CLOSED or not data:
+        if self.phase is P.CLOSED or not data:
             return out
         unread = self._unread
         if unread is not None:  # the hot path of bulk data: count, note the frame, move on
@@ -299,7 +303,7 @@ class TdsDirection:
         if unread is not None:  # account for the bytes passed over, as if they were buffered
             self.buf.advance_stream(unread.total - unread.buffered - unread.left)
         out: list[Event] = [Gap(frames=(frame,), offset=self.buf.end_offset, length=length)]
-        if length <= 0 or self.phase is Phase.CLOSED:
+        if length <= 0 or self.phase is P.CLOSED:
             return out
         buf = self.buf
         if unread is not None and length <= unread.left:  # still inside the unit: damaged
@@ -328,7 +332,7 @@ class TdsDirection:
         """A gap ate the rest of the unit ``head`` begins: stay in step, the unit damaged."""
         if not starts_tls(head[0]):
             self._packet(head, None, (), frames, offset, out)
-        elif self.phase not in (Phase.TLS_FIRST, Phase.ENCRYPTED):
+        elif self.phase not in (P.TLS_FIRST, P.ENCRYPTED):
             self._enter(U.TLS_RAW, frames, offset, out)
 
     def hint_tds_version(self, version: int) -> None:
@@ -348,7 +352,7 @@ class TdsDirection:
 
     def eof(self) -> list[Event]:
         out: list[Event] = []
-        if self.phase is Phase.CLOSED:
+        if self.phase is P.CLOSED:
             return out
         buf = self.buf
         if self._desync and len(buf) and self._resync(out, final=True):
@@ -372,7 +376,7 @@ class TdsDirection:
             )
         buf.clear()
         self._abort_message(out, "the stream ended before the message's EOM packet")
-        self.phase = Phase.CLOSED
+        self.phase = P.CLOSED
         return out
 
     # -- the unit loop ----------------------------------------------------------------------
@@ -476,7 +480,7 @@ class TdsDirection:
         tls = self.tls
         return (
             self.skip_unread
-            and content_type == ContentType.APPLICATION_DATA
+            and content_type == _APPLICATION_DATA
             and tls.on_record is None
             and not tls.broken
             and not self._tls_resync
@@ -491,8 +495,8 @@ class TdsDirection:
             self.skip_unread
             and not self._read_tokens
             and not self.from_client
-            and self.phase is Phase.SESSION
-            and head[0] == PacketType.TABULAR_RESULT
+            and self.phase is P.SESSION
+            and head[0] == _PT.TABULAR_RESULT
             and (msg is None or msg.unit is U.RESPONSE)
             and len(buf) >= HEADER_LEN + 3
             and not _tls_payload(buf.peek(3, HEADER_LEN))
@@ -529,7 +533,7 @@ class TdsDirection:
         self._enter(U.TLS_RAW, frames, offset, out)
         out.append(
             EncryptedData(
-                frames=frames, offset=offset, length=total - TLS_HEADER_LEN, carrier=TlsCarrier.RAW
+                frames=frames, offset=offset, length=total - TLS_HEADER_LEN, carrier=_CARRIER.RAW
             )
         )
 
@@ -537,7 +541,7 @@ class TdsDirection:
         self, out: list[Event], frames: tuple[int, ...], offset: int, report: bool = True
     ) -> None:
         if report:
-            first = offset == 0 and self.phase is Phase.INITIAL
+            first = offset == 0 and self.phase is P.INITIAL
             out.append(
                 Malformed(
                     frames=frames,
@@ -583,8 +587,8 @@ class TdsDirection:
                 )
             )
             nxt = FALLBACK[unit]
-            if unit is U.TLS_RAW and self.phase is Phase.TLS_FIRST:
-                nxt = Phase.TLS_FIRST
+            if unit is U.TLS_RAW and self.phase is P.TLS_FIRST:
+                nxt = P.TLS_FIRST
         self.phase = nxt
 
     # -- raw TLS ----------------------------------------------------------------------------
@@ -594,7 +598,7 @@ class TdsDirection:
         self._enter(U.TLS_RAW, frames, offset, out)
         if self.tls.broken or self._tls_resync:
             self._restart_tls()
-        out += self.tls.feed(record, spans, TlsCarrier.RAW)
+        out += self.tls.feed(record, spans, _CARRIER.RAW)
 
     def _restart_tls(self) -> None:
         """After damage the TLS child restarts at a record boundary, keeping its state."""
@@ -625,7 +629,7 @@ class TdsDirection:
         )
         msg = self._msg
         if msg is not None and msg.type != ptype:
-            if ptype != PacketType.ATTENTION:
+            if ptype != _PT.ATTENTION:
                 out.append(
                     ProtocolViolation(
                         frames=frames,
@@ -646,7 +650,7 @@ class TdsDirection:
                 unit = self._unit_for(ptype, payload)
                 self._enter(unit, frames, offset, out)
                 msg = _Message(type=ptype, unit=unit, offset=offset)
-                if unit in _KEEP or (ptype == PacketType.RPC):
+                if unit in _KEEP or (ptype == _PT.RPC):
                     msg.payload = bytearray()
             self._msg = msg
         msg.packets += 1
@@ -657,7 +661,7 @@ class TdsDirection:
         elif msg.unit is U.TLS_IN_TDS:
             if self._tls_resync or self.tls.broken:
                 self._restart_tls()
-            out += self.tls.feed(payload, spans, TlsCarrier.TDS)
+            out += self.tls.feed(payload, spans, _CARRIER.TDS)
         elif msg.unit is U.RESPONSE:
             if self._read_tokens:
                 out += self.tokens.feed(payload, spans)
@@ -678,9 +682,9 @@ class TdsDirection:
                 msg.damaged = True
             else:
                 msg.payload += payload[: max(room, 0)]
-        if status & PacketStatus.EOM:
+        if status & _PS.EOM:
             self._msg = None
-            if status & PacketStatus.IGNORE:  # 2.2.3.1.2: the sender cancelled this message
+            if status & _PS.IGNORE:  # 2.2.3.1.2: the sender cancelled this message
                 if msg.unit is U.RESPONSE:
                     self.tokens.abandon()
                     self.tokens.end_of_message()
@@ -688,15 +692,15 @@ class TdsDirection:
             self._finish(msg, out)
 
     def _unit_for(self, ptype: int, payload: bytes) -> Unit:
-        if ptype in (PacketType.PRELOGIN, PacketType.TABULAR_RESULT) and _tls_payload(payload):
+        if ptype in (_PT.PRELOGIN, _PT.TABULAR_RESULT) and _tls_payload(payload):
             return U.TLS_IN_TDS
         if self.from_client:
-            if ptype == PacketType.PRELOGIN:
+            if ptype == _PT.PRELOGIN:
                 return U.PRELOGIN
             return _CLIENT_UNITS.get(ptype, U.OTHER)
-        if ptype == PacketType.PRELOGIN:
+        if ptype == _PT.PRELOGIN:
             return U.PRELOGIN
-        if self.phase is Phase.INITIAL and is_prelogin_payload(payload):
+        if self.phase is P.INITIAL and is_prelogin_payload(payload):
             return U.PRELOGIN
         return U.RESPONSE
 
@@ -759,7 +763,7 @@ class TdsDirection:
             out.append(
                 EndOfResponse(frames=frames, offset=offset, length=msg.length, packets=msg.packets)
             )
-        elif unit is U.REQUEST and msg.type == PacketType.SQL_BATCH:
+        elif unit is U.REQUEST and msg.type == _PT.SQL_BATCH:
             out.append(
                 SqlBatch(frames=frames, offset=offset, length=msg.length, packets=msg.packets)
             )

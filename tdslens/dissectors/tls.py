@@ -34,6 +34,7 @@ from .events import (
     TlsCarrier,
     TlsHandshake,
     TlsRecord,
+    members,
 )
 from .tds import TLS_HEADER, TLS_HEADER_LEN, TLS_MAX_RECORD
 
@@ -95,9 +96,12 @@ class TlsState(Enum):
     __hash__ = object.__hash__  # members are singletons; Enum's own hash runs in Python
 
 
+# The members as plain attributes (events.members: faster lookups in the per-record paths).
+_CT, _H, _S = members(ContentType), members(HandshakeType), members(TlsState)
+_EXT, _V = members(Extension), members(TlsVersion)
+
 # Which cleartext handshake messages each side may send in each state; anything else is a
 # ProtocolViolation (still decoded: we are passive, the wire is what it is).
-_H = HandshakeType
 LEGAL: dict[tuple[bool, TlsState], frozenset[int]] = {
     (True, TlsState.START): frozenset({_H.CLIENT_HELLO}),
     (True, TlsState.HELLO): frozenset(
@@ -220,24 +224,24 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
     r.vec(1)
     exts = _extensions(r, _HELLO_EXTENSIONS)
     sni = None
-    if Extension.SERVER_NAME in exts:
-        names = exts[Extension.SERVER_NAME].vec(2)
+    if _EXT.SERVER_NAME in exts:
+        names = exts[_EXT.SERVER_NAME].vec(2)
         while names.left():
             kind, name = names.u8(), names.vec(2)
             if kind == 0:
                 sni = name.take(name.left()).decode("ascii", "replace")
                 break
     alpn: tuple[str, ...] = ()
-    if Extension.ALPN in exts:
-        protos = exts[Extension.ALPN].vec(2)
+    if _EXT.ALPN in exts:
+        protos = exts[_EXT.ALPN].vec(2)
         items = []
         while protos.left():
             p = protos.vec(1)
             items.append(p.take(p.left()).decode("ascii", "replace"))
         alpn = tuple(items)
     versions: tuple[int, ...] = ()
-    if Extension.SUPPORTED_VERSIONS in exts:
-        v = exts[Extension.SUPPORTED_VERSIONS].vec(1)
+    if _EXT.SUPPORTED_VERSIONS in exts:
+        v = exts[_EXT.SUPPORTED_VERSIONS].vec(1)
         versions = v.u16s()
     return {
         "legacy_version": legacy,
@@ -258,11 +262,11 @@ def parse_server_hello(body: bytes) -> dict[str, Any]:
     r.u8()
     exts = _extensions(r, _HELLO_EXTENSIONS)
     selected = legacy
-    if Extension.SUPPORTED_VERSIONS in exts:
-        selected = exts[Extension.SUPPORTED_VERSIONS].u16()
+    if _EXT.SUPPORTED_VERSIONS in exts:
+        selected = exts[_EXT.SUPPORTED_VERSIONS].u16()
     alpn = None
-    if Extension.ALPN in exts:
-        p = exts[Extension.ALPN].vec(2).vec(1)
+    if _EXT.ALPN in exts:
+        p = exts[_EXT.ALPN].vec(2).vec(1)
         alpn = p.take(p.left()).decode("ascii", "replace")
     return {
         "legacy_version": legacy,
@@ -354,7 +358,7 @@ class TlsDissector:
     def __init__(self, from_client: bool, on_record: RecordHook | None = None) -> None:
         self.from_client = from_client
         self.on_record = on_record
-        self.state = TlsState.START
+        self.state = _S.START
         self.records = ReceiveBuffer(cap=TLS_MAX_RECORD + TLS_HEADER_LEN)
         self.handshake = ReceiveBuffer(cap=HANDSHAKE_CAP)
         self.version: int | None = None  # negotiated version, when this side saw it
@@ -362,7 +366,7 @@ class TlsDissector:
 
     @property
     def encrypted(self) -> bool:
-        return self.state is TlsState.ENCRYPTED
+        return self.state is _S.ENCRYPTED
 
     def feed(self, data: bytes, spans: Spans, carrier: TlsCarrier) -> list[Event]:
         """Records in ``data`` (whose bytes came from ``spans``), joined to a record begun in
@@ -406,7 +410,7 @@ class TlsDissector:
             body = data[pos + TLS_HEADER_LEN : end]
             if self.on_record is not None:
                 self.on_record(self.from_client, ctype, version, body, frames)
-            if ctype == ContentType.HANDSHAKE and not self.encrypted:
+            if ctype == _CT.HANDSHAKE and not self.encrypted:
                 body_spans = span_slice(spans, pos + TLS_HEADER_LEN, end)
                 self._handshakes(body, body_spans, carrier, out)
             else:
@@ -416,12 +420,12 @@ class TlsDissector:
 
     def _record(self, ctype, version, body, frames, offset, carrier) -> Event:
         """The event of one record that is not a cleartext handshake record."""
-        if ctype == ContentType.APPLICATION_DATA:
+        if ctype == _CT.APPLICATION_DATA:
             return EncryptedData(frames=frames, offset=offset, length=len(body), carrier=carrier)
-        if ctype == ContentType.CHANGE_CIPHER_SPEC:
+        if ctype == _CT.CHANGE_CIPHER_SPEC:
             self._move("CCS")
             return ChangeCipherSpec(frames=frames, offset=offset, carrier=carrier)
-        if ctype == ContentType.ALERT:
+        if ctype == _CT.ALERT:
             if not self.encrypted and len(body) == 2:
                 return TlsAlert(
                     frames=frames,
@@ -433,7 +437,7 @@ class TlsDissector:
             return TlsAlert(
                 frames=frames, offset=offset, level=None, description=None, carrier=carrier
             )
-        if ctype == ContentType.HANDSHAKE:
+        if ctype == _CT.HANDSHAKE:
             return TlsHandshake(
                 frames=frames,
                 offset=offset,
@@ -450,7 +454,7 @@ class TlsDissector:
         if nxt is not None:
             self.state = nxt
         elif trigger == "CCS":
-            self.state = TlsState.ENCRYPTED
+            self.state = _S.ENCRYPTED
 
     def _handshakes(self, data: bytes, spans: Spans, carrier: TlsCarrier, out) -> None:
         """Handshake messages in one record's body, joined to a message begun in earlier
@@ -496,14 +500,14 @@ class TlsDissector:
                 )
             )  # fmt: skip
         try:
-            if msg_type == HandshakeType.CLIENT_HELLO:
+            if msg_type == _H.CLIENT_HELLO:
                 fields = parse_client_hello(body)
                 out.append(ClientHello(frames=frames, offset=offset, carrier=carrier, **fields))
-            elif msg_type == HandshakeType.SERVER_HELLO:
+            elif msg_type == _H.SERVER_HELLO:
                 fields = parse_server_hello(body)
                 self.version = fields["selected_version"]
                 out.append(ServerHello(frames=frames, offset=offset, carrier=carrier, **fields))
-            elif msg_type == HandshakeType.CERTIFICATE:
+            elif msg_type == _H.CERTIFICATE:
                 fields = parse_certificate(body)
                 out.append(Certificate(frames=frames, offset=offset, carrier=carrier, **fields))
             else:
@@ -520,11 +524,7 @@ class TlsDissector:
             )  # fmt: skip
         self._move(msg_type)
         retry = bool(out) and isinstance(out[-1], ServerHello) and out[-1].hello_retry_request
-        if (
-            msg_type == HandshakeType.SERVER_HELLO
-            and self.version == TlsVersion.TLS1_3
-            and not retry
-        ):
+        if msg_type == _H.SERVER_HELLO and self.version == _V.TLS1_3 and not retry:
             self._move("TLS1.3")
         return out
 
