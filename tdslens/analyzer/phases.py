@@ -23,7 +23,9 @@ phases are decoded, not inferred. Records left encrypted are collapsed per reaso
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tdslens.analyzer.model import (
     MAX_UNDECRYPTED_FRAMES,
@@ -42,6 +44,7 @@ from tdslens.analyzer.model import (
 )
 from tdslens.analyzer.tcp_events import ConnectionSummary, Gap, Payload, StreamStart
 from tdslens.dissectors import events as ev
+from tdslens.dissectors.events import members
 from tdslens.dissectors.login7 import tds_version_name
 from tdslens.dissectors.session import TdsDirection
 from tdslens.dissectors.tds import (
@@ -132,6 +135,8 @@ _TLS_EVENTS = (
     ev.TlsRecord,
 )
 _PROBLEM_EVENTS = (ev.Malformed, ev.CannotContinue, ev.ProtocolViolation, ev.Resync)
+_PHASE_ORDER = {name: i for i, name in enumerate(PhaseName)}
+_PHASE = members(PhaseName)  # plain attributes: faster lookups (events.members)
 
 
 def tls_version_name(version: int) -> str:
@@ -222,7 +227,12 @@ class ConnectionDissector:
                 tail.requests += 1
             tail.last_side = p.from_client
             return
-        self._remember_time(p.frame, p.ts_ns)
+        if self.protocol == "other":
+            return  # not TDS: nothing here is read
+        times = self._times  # the recent frames' times, to time the phases by
+        times[p.frame] = p.ts_ns
+        if len(times) > RECENT_FRAMES:
+            times.popitem(last=False)
         if self.protocol == "none":
             self._held.append(
                 Payload(p.stream, p.from_client, p.offset, bytes(p.data), p.frame, p.ts_ns)
@@ -232,10 +242,12 @@ class ConnectionDissector:
             self._decide(final=False)
             return
         if self.protocol in ("tds", "tds8"):
-            self._fold(self._dirs[p.from_client].feed(p.data, p.frame), p.from_client)
-            self._drain()
+            side = p.from_client
+            self._fold(self._dirs[side].feed(p.data, p.frame), side)
+            if self._results:
+                self._drain()
             if self._data_sides[True] and self._data_sides[False]:
-                self._tail = _Tail(last_side=p.from_client)
+                self._tail = _Tail(last_side=side)
 
     def on_gap(self, g: Gap) -> None:
         if self._tail is not None:
@@ -280,7 +292,7 @@ class ConnectionDissector:
     def _end_tail(self, tail: _Tail) -> None:
         """Fold what the established session's tail counted into the data phase."""
         self.requests += tail.requests
-        span = self._spans.get(PhaseName.DATA)
+        span = self._spans.get(_PHASE.DATA)
         if span is None:  # cannot happen: the tail begins after data went both ways
             return
         span.counted += tail.frames
@@ -374,12 +386,12 @@ class ConnectionDissector:
                 self._decrypted += 1
                 if r.msg_type == TLS_CERTIFICATE and not side:
                     self._tls13_certificate(r.body)
-                self._mark(PhaseName.TLS, r.frames, inferred=False)
+                self._mark(_PHASE.TLS, r.frames, inferred=False)
             elif isinstance(r, DecryptedAlert):
                 self._decrypted += 1
                 if r.description != CLOSE_NOTIFY:  # the normal end of a session, not a failure
                     self._alert(r.level, r.description, side, r.frames)
-                self._mark(PhaseName.TLS, r.frames, inferred=False)
+                self._mark(_PHASE.TLS, r.frames, inferred=False)
             elif isinstance(r, CannotDecrypt):
                 self._cannot(r)
 
@@ -433,18 +445,21 @@ class ConnectionDissector:
     # -- folding protocol events into facts and phases ---------------------------------------
 
     def _fold(self, events: list[ev.Event], from_client: bool) -> None:
+        marked: tuple[PhaseName, tuple[int, ...], bool] | None = None
         for e in events:
-            if (
-                self._opened
-                and isinstance(e, ev.EncryptedData)
-                and (from_client, e.frames) in self._opened
-            ):
+            kind = type(e)
+            if kind is ev.TdsPacket and not self._response_done:
+                continue  # a packet header tells nothing until the login is answered
+            encrypted = kind is ev.EncryptedData
+            if encrypted and self._opened and (from_client, e.frames) in self._opened:
                 continue  # decrypted: the inner dissector says exactly what it was
             phase = self._classify(e, from_client)
-            if phase is not None:
-                self._mark(phase, e.frames, inferred=isinstance(e, ev.EncryptedData))
-                if phase is PhaseName.DATA:
-                    self._data_sides[from_client] = True
+            if phase is None or (phase, e.frames, encrypted) == marked:
+                continue  # the tokens of one packet mark the same frames: once is enough
+            marked = (phase, e.frames, encrypted)
+            self._mark(phase, e.frames, inferred=encrypted)
+            if phase is _PHASE.DATA:
+                self._data_sides[from_client] = True
 
     def _fold_decrypted(self, events: list[ev.Event], from_client: bool) -> None:
         """Inner events: the same facts, marked decrypted; their phases are not inferred."""
@@ -456,66 +471,83 @@ class ConnectionDissector:
                 phase = self._classify(e, from_client)
                 if phase is not None:
                     self._mark(phase, e.frames, inferred=False)
-                    if phase is PhaseName.DATA:
+                    if phase is _PHASE.DATA:
                         self._data_sides[from_client] = True
         finally:
             self._decrypting = False
 
     def _classify(self, e: ev.Event, from_client: bool) -> PhaseName | None:
-        """Record the facts an event carries and say which phase it belongs to."""
-        if type(e) is ev.TdsPacket:  # the frames of data whose tokens are no longer read
-            return PhaseName.DATA if self._response_done else None
-        if isinstance(e, ev.PreLogin):
-            self._prelogin(e)
-            return PhaseName.PRELOGIN
-        if isinstance(e, _TLS_EVENTS):
-            self._tls_event(e, from_client)
-            return PhaseName.TLS
-        if isinstance(e, ev.EncryptedData):
-            return self._encrypted(e, from_client)
-        if isinstance(e, ev.Login7):
-            self.login = _login_facts(e)
-            self.login.decrypted = self._decrypting
-            # The server's token layouts depend on the TDS version; without a LOGINACK (failed
-            # login) the client's LOGIN7 is the only place to learn it.
-            self._dirs[False].hint_tds_version(e.tds_version)
-            if self._inner:
-                self._inner[False].hint_tds_version(e.tds_version)
-            return PhaseName.LOGIN
-        if isinstance(e, ev.FedAuthToken) or (isinstance(e, ev.Sspi) and e.from_client):
-            return PhaseName.LOGIN if not self._response_done else PhaseName.DATA
-        if isinstance(e, ev.SqlBatch | ev.Rpc | ev.Attention):
-            self.requests += 1
-            return PhaseName.DATA
-        if not from_client and isinstance(e, _RESPONSE_TOKENS) and not self._response_done:
-            self._response_token(e)
-            if isinstance(e, ev.EnvChangeRouting):
-                self._mark(PhaseName.REDIRECT, e.frames, inferred=False)
-            return PhaseName.LOGIN_RESPONSE
-        if isinstance(e, ev.EndOfResponse) and not self._response_done:
-            if self.response is not None:
-                self._response_done = True
-                # The login is answered: tdslens reads no result tokens after it.
-                self._dirs[False].stop_reading_tokens()
-                if self._inner:
-                    self._inner[False].stop_reading_tokens()
-                return PhaseName.LOGIN_RESPONSE
-            return PhaseName.DATA
-        if isinstance(
-            e,
-            (
-                ev.ColMetadata
-                | ev.Rows
-                | ev.Order
-                | ev.ReturnStatus
-                | ev.ReturnValue
-                | ev.EndOfResponse,
-                _RESPONSE_TOKENS,
-            ),
-        ):
-            return PhaseName.DATA
-        if isinstance(e, _PROBLEM_EVENTS):
-            self.problems.append(Problem(type(e).__name__, _problem_detail(e), list(e.frames)))
+        """Record the facts an event carries and say which phase it belongs to.
+
+        One handler per event class (``_CLASSIFY``), found by the event's type: a login yields
+        ~30 events, and a chain of isinstance tests per event cost more than the facts."""
+        kind = type(e)
+        handler = _CLASSIFY.get(kind)
+        if handler is None:
+            handler = _CLASSIFY[kind] = _handler_for(kind)
+        return handler(self, e, from_client)
+
+    def _on_packet(self, e: ev.TdsPacket, from_client: bool) -> PhaseName | None:
+        """The frames of data whose tokens are no longer read."""
+        return _PHASE.DATA if self._response_done else None
+
+    def _on_prelogin(self, e: ev.PreLogin, from_client: bool) -> PhaseName:
+        self._prelogin(e)
+        return _PHASE.PRELOGIN
+
+    def _on_tls(self, e: ev.Event, from_client: bool) -> PhaseName:
+        self._tls_event(e, from_client)
+        return _PHASE.TLS
+
+    def _on_login7(self, e: ev.Login7, from_client: bool) -> PhaseName:
+        self.login = _login_facts(e)
+        self.login.decrypted = self._decrypting
+        # The server's token layouts depend on the TDS version; without a LOGINACK (failed
+        # login) the client's LOGIN7 is the only place to learn it.
+        self._dirs[False].hint_tds_version(e.tds_version)
+        if self._inner:
+            self._inner[False].hint_tds_version(e.tds_version)
+        return _PHASE.LOGIN
+
+    def _on_login_leg(self, e: ev.Event, from_client: bool) -> PhaseName:
+        """A federated-authentication token, or the client's SSPI message."""
+        return _PHASE.LOGIN if not self._response_done else _PHASE.DATA
+
+    def _on_sspi(self, e: ev.Sspi, from_client: bool) -> PhaseName | None:
+        if e.from_client:
+            return self._on_login_leg(e, from_client)
+        return self._on_response_token(e, from_client)
+
+    def _on_request(self, e: ev.Event, from_client: bool) -> PhaseName:
+        self.requests += 1
+        return _PHASE.DATA
+
+    def _on_response_token(self, e: ev.Event, from_client: bool) -> PhaseName:
+        """A server token: it answers the login until the login response ends."""
+        if from_client or self._response_done:
+            return _PHASE.DATA
+        self._response_token(e)
+        if isinstance(e, ev.EnvChangeRouting):
+            self._mark(_PHASE.REDIRECT, e.frames, inferred=False)
+        return _PHASE.LOGIN_RESPONSE
+
+    def _on_end_of_response(self, e: ev.EndOfResponse, from_client: bool) -> PhaseName:
+        if self._response_done or self.response is None:
+            return _PHASE.DATA
+        self._response_done = True
+        # The login is answered: tdslens reads no result tokens after it.
+        self._dirs[False].stop_reading_tokens()
+        if self._inner:
+            self._inner[False].stop_reading_tokens()
+        return _PHASE.LOGIN_RESPONSE
+
+    def _on_data(self, e: ev.Event, from_client: bool) -> PhaseName:
+        return _PHASE.DATA
+
+    def _on_problem(self, e: ev.Event, from_client: bool) -> None:
+        self.problems.append(Problem(type(e).__name__, _problem_detail(e), list(e.frames)))
+
+    def _on_other(self, e: ev.Event, from_client: bool) -> None:
         return None
 
     def _prelogin(self, e: ev.PreLogin) -> None:
@@ -583,9 +615,9 @@ class ConnectionDissector:
         """
         tls = self._tls()
         if e.carrier == ev.TlsCarrier.TDS:
-            return PhaseName.TLS  # TLS 1.3 encrypted handshake inside PRELOGIN packets
+            return _PHASE.TLS  # TLS 1.3 encrypted handshake inside PRELOGIN packets
         if not tls.handshake_complete and not self._handshake_over(from_client):
-            return PhaseName.TLS
+            return _PHASE.TLS
         tls.handshake_complete = True
         if self._last_flight_side is not from_client:
             self._flights[from_client] += 1
@@ -593,17 +625,17 @@ class ConnectionDissector:
         n = self._flights[from_client]
         if self.protocol == "tds8":
             order = (
-                [PhaseName.PRELOGIN, PhaseName.LOGIN]
+                [_PHASE.PRELOGIN, _PHASE.LOGIN]
                 if from_client
-                else [PhaseName.PRELOGIN, PhaseName.LOGIN_RESPONSE]
+                else [_PHASE.PRELOGIN, _PHASE.LOGIN_RESPONSE]
             )
         else:
-            order = [PhaseName.LOGIN] if from_client else [PhaseName.LOGIN_RESPONSE]
+            order = [_PHASE.LOGIN] if from_client else [_PHASE.LOGIN_RESPONSE]
         if self.login is not None and from_client:  # LOGIN7 was in clear: this is data
-            return PhaseName.DATA
+            return _PHASE.DATA
         if from_client and n > len(order):
             self.requests += 1
-        return order[n - 1] if n <= len(order) else PhaseName.DATA
+        return order[n - 1] if n <= len(order) else _PHASE.DATA
 
     def _handshake_over(self, from_client: bool) -> bool:
         """TLS 1.3 hides its last handshake messages: the client's first encrypted record after
@@ -646,27 +678,32 @@ class ConnectionDissector:
 
     # -- phases ------------------------------------------------------------------------------
 
-    def _remember_time(self, frame: int, ts_ns: int) -> None:
-        self._times[frame] = ts_ns
-        if len(self._times) > RECENT_FRAMES:
-            self._times.popitem(last=False)
-
     def _mark(self, name: PhaseName, frames: tuple[int, ...], inferred: bool) -> None:
         if not frames:
             return
-        first, last = min(frames), max(frames)
-        t_first = self._times.get(first, self._times.get(last, 0))
-        t_last = self._times.get(last, t_first)
+        if len(frames) == 1:
+            first = last = frames[0]
+        else:
+            first, last = min(frames), max(frames)
         span = self._spans.get(name)
         if span is None:
+            t_first, t_last = self._times_of(first, last)
             self._spans[name] = _PhaseSpan(first, last, t_first, t_last, inferred, set(frames))
             return
         span.frames.update(frames)
-        if first < span.first_frame:
-            span.first_frame, span.start_ns = first, t_first
-        if last > span.last_frame:
-            span.last_frame, span.end_ns = last, t_last
-        span.inferred = span.inferred and inferred
+        if first < span.first_frame or last > span.last_frame:
+            t_first, t_last = self._times_of(first, last)
+            if first < span.first_frame:
+                span.first_frame, span.start_ns = first, t_first
+            if last > span.last_frame:
+                span.last_frame, span.end_ns = last, t_last
+        if span.inferred:
+            span.inferred = inferred
+
+    def _times_of(self, first: int, last: int) -> tuple[int, int]:
+        times = self._times
+        t_first = times.get(first, times.get(last, 0))
+        return t_first, times.get(last, t_first)
 
     def _phases(self, s: ConnectionSummary) -> list[Phase]:
         out: list[Phase] = []
@@ -675,7 +712,7 @@ class ConnectionDissector:
             end_ns = s.synack_ts_ns if s.synack_ts_ns is not None else s.syn_ts_ns[-1]
             out.append(
                 Phase(
-                    PhaseName.TCP_HANDSHAKE,
+                    _PHASE.TCP_HANDSHAKE,
                     s.syn_frames[0],
                     end_frame,
                     s.syn_ts_ns[0],
@@ -683,8 +720,7 @@ class ConnectionDissector:
                     frames=len(s.syn_frames) + (s.synack_frame is not None),
                 )
             )
-        order = list(PhaseName)
-        for name in sorted(self._spans, key=order.index):
+        for name in sorted(self._spans, key=_PHASE_ORDER.__getitem__):
             sp = self._spans[name]
             out.append(
                 Phase(
@@ -699,8 +735,37 @@ class ConnectionDissector:
             )
         close = _close_frames(s)
         if close is not None:
-            out.append(Phase(PhaseName.CLOSE, close[0], s.last_frame, close[1], s.last_ts_ns))
+            out.append(Phase(_PHASE.CLOSE, close[0], s.last_frame, close[1], s.last_ts_ns))
         return out
+
+
+_C = ConnectionDissector
+_Handler = Callable[[ConnectionDissector, Any, bool], PhaseName | None]
+# Which handler classifies which event class (``ConnectionDissector._classify``). A class not
+# listed takes the handler of its nearest listed base (Error, Info: ServerMessage), else none.
+_CLASSIFY: dict[type, _Handler] = {
+    ev.TdsPacket: _C._on_packet,
+    ev.PreLogin: _C._on_prelogin,
+    **dict.fromkeys(_TLS_EVENTS, _C._on_tls),
+    ev.EncryptedData: _C._encrypted,
+    ev.Login7: _C._on_login7,
+    ev.FedAuthToken: _C._on_login_leg,
+    **dict.fromkeys((ev.SqlBatch, ev.Rpc, ev.Attention), _C._on_request),
+    **dict.fromkeys(_RESPONSE_TOKENS, _C._on_response_token),
+    ev.Sspi: _C._on_sspi,  # a response token too, but the client's SSPI is a login leg
+    ev.EndOfResponse: _C._on_end_of_response,
+    **dict.fromkeys(
+        (ev.ColMetadata, ev.Rows, ev.Order, ev.ReturnStatus, ev.ReturnValue), _C._on_data
+    ),
+    **dict.fromkeys(_PROBLEM_EVENTS, _C._on_problem),
+}
+
+
+def _handler_for(kind: type) -> _Handler:
+    for base in kind.__mro__[1:]:
+        if base in _CLASSIFY:
+            return _CLASSIFY[base]
+    return _C._on_other
 
 
 def _close_frames(s: ConnectionSummary) -> tuple[int, int] | None:
