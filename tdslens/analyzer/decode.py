@@ -27,7 +27,14 @@ import numpy as np
 
 from tdslens.analyzer.capture import byteviews
 from tdslens.analyzer.frames import CaptureProblem, FrameBatch, LinkType
-from tdslens.analyzer.icmp_quote import ICMP, ICMP_ERRORS, ICMPV6, ICMPV6_QUOTING, quoted_tcp
+from tdslens.analyzer.icmp_quote import (
+    ICMP,
+    ICMP_ERRORS,
+    ICMPV6,
+    ICMPV6_QUOTING,
+    NUMBERED_BYTES,
+    quoted_tcp,
+)
 from tdslens.analyzer.packet_columns import (
     QUOTED_TCP,
     TCP,
@@ -651,7 +658,7 @@ class _Slow:
         if q is None:
             return
         t = q.tcp_at
-        numbered = q.tcp_bytes >= 16
+        numbered = q.tcp_bytes >= NUMBERED_BYTES
         sport, dport = _U16(buf, t)[0], _U16(buf, t + 2)[0]
         seq = _U32(buf, t + 4)[0]
         ack, flags, window = 0, 0, 0

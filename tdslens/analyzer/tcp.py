@@ -388,7 +388,8 @@ class TcpEngine:
         """Process one batch; events come back in the order they happened.
 
         If `streams` is given (an int64 array as long as the batch), it receives each row's
-        tcp.stream index (rows that are not TCP are left alone).
+        tcp.stream index: every TCP row's, and a `QUOTED_TCP` row's when Wireshark gives the
+        ICMP frame one (other rows are left alone).
 
         The cyclic garbage collector is paused meanwhile: the batch allocates one event per
         data segment, and the collections this triggers rescan every open connection, which
