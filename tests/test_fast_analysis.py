@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from tdslens.analyzer.analysis import analyze
+from tdslens.analyzer.capture.reader import CaptureReader
 from tdslens.analyzer.model import PhaseName
+from tdslens.analyzer.phases import ConnectionDissector
+from tdslens.analyzer.tcp_events import ConnectionSummary, QuietCount
 from tdslens.reports.json_report import to_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +67,35 @@ def test_benchmark_capture_same_either_path(bench_capture: Path) -> None:
     assert json.dumps(to_json(fast), sort_keys=True) == json.dumps(
         to_json(analyze(bench_capture, plain=True)), sort_keys=True
     )
+
+
+@pytest.mark.parametrize("batch", [97, 1000])
+def test_sessions_counted_by_the_engine_across_batches(
+    bench_capture: Path, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An established session's payload is counted by the TCP engine (`TcpEngine.quiet`),
+    from the next batch on, and added to what the TDS layer counted itself: with batch
+    boundaries everywhere the report must not change, and the engine must have counted."""
+    reference = json.dumps(to_json(analyze(bench_capture, plain=True)), sort_keys=True)
+    batches = CaptureReader.batches
+    monkeypatch.setattr(
+        CaptureReader, "batches", lambda self, batch_size=batch: batches(self, batch_size)
+    )
+    counted = []
+    finish = ConnectionDissector.finish
+
+    def spy(self: ConnectionDissector, summary: ConnectionSummary, quiet: QuietCount | None):
+        counted.append(quiet.frames if quiet is not None else 0)
+        return finish(self, summary, quiet)
+
+    monkeypatch.setattr(ConnectionDissector, "finish", spy)
+    fast = json.dumps(to_json(analyze(bench_capture)), sort_keys=True)
+    assert sum(counted) > 1000
+    if fast != reference:  # (pytest's own diff of two multi-MB lines takes minutes)
+        at = next(i for i, (a, b) in enumerate(zip(fast, reference, strict=False)) if a != b)
+        pytest.fail(
+            f"reports differ: {fast[at - 300 : at + 100]!r} != {reference[at - 300 : at + 100]!r}"
+        )
 
 
 def test_established_sessions_are_counted_like_wireshark_sees_them(

@@ -117,6 +117,8 @@ def analyze(
     records: list[ConnectionRecord] = []
     dns: list[DnsRecord] = []
     not_dns: list[CaptureProblem] = []
+    # Established sessions are counted by the TCP engine, not delivered (not on the plain path).
+    quiet = None if plain else pipe.engine.quiet
     for batch in pipe.batches():
         if progress is not None:
             progress(pipe.reader.bytes_read, pipe.info.file_size)
@@ -129,13 +131,13 @@ def analyze(
                 open_conns[event.stream].on_payload(event)
             elif isinstance(event, StreamStart):
                 open_conns[event.stream] = ConnectionDissector(
-                    event, secrets if secrets else None, skip_unread=not plain
+                    event, secrets if secrets else None, skip_unread=not plain, on_established=quiet
                 )
             elif isinstance(event, Gap):
                 open_conns[event.stream].on_gap(event)
             elif isinstance(event, StreamEnd):
                 conn = open_conns.pop(event.summary.stream)
-                records.append(conn.finish(event.summary))
+                records.append(conn.finish(event.summary, event.quiet))
     records.sort(key=lambda r: r.stream)
     analysis = Analysis(
         capture=pipe.info,

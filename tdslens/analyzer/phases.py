@@ -42,7 +42,13 @@ from tdslens.analyzer.model import (
     TlsFacts,
     UndecryptedFacts,
 )
-from tdslens.analyzer.tcp_events import ConnectionSummary, Gap, Payload, StreamStart
+from tdslens.analyzer.tcp_events import (
+    ConnectionSummary,
+    Gap,
+    Payload,
+    QuietCount,
+    StreamStart,
+)
 from tdslens.dissectors import events as ev
 from tdslens.dissectors.events import members
 from tdslens.dissectors.login7 import tds_version_name
@@ -174,16 +180,35 @@ class _Tail:
     last_side: bool | None = None
     requests: int = 0
 
+    def merge(self, later: QuietCount) -> None:
+        """Add what the TCP engine counted after this tail's payloads, as if counted here."""
+        if not later.frames:
+            return
+        self.requests += later.requests
+        if later.first_from_client and self.last_side is False:
+            self.requests += 1
+        self.frames += later.frames
+        self.last_frame, self.last_ns = later.last_frame, later.last_ts_ns
+        self.last_side = later.last_from_client
+
 
 class ConnectionDissector:
     """Everything tdslens learns about one TCP connection, built from its TCP events."""
 
     def __init__(
-        self, start: StreamStart, secrets: SecretSource | None = None, skip_unread: bool = True
+        self,
+        start: StreamStart,
+        secrets: SecretSource | None = None,
+        skip_unread: bool = True,
+        on_established: Callable[[int], None] | None = None,
     ) -> None:
         """``secrets``: a key log to decrypt TLS with; None (the usual case) decrypts nothing.
-        ``skip_unread``: pass over the bodies no fact comes from (``TdsDirection``)."""
+        ``skip_unread``: pass over the bodies no fact comes from (``TdsDirection``).
+        ``on_established(stream)``: called once when the session is established and its
+        payload is only counted from then on (``TcpEngine.quiet`` fits: the engine can count
+        it, see ``finish``)."""
         self.start = start
+        self._on_established = on_established
         self._skip_unread = skip_unread
         self._secrets = secrets
         self._decryptor: TlsDecryptor | None = None
@@ -248,6 +273,8 @@ class ConnectionDissector:
                 self._drain()
             if self._data_sides[True] and self._data_sides[False]:
                 self._tail = _Tail(last_side=side)
+                if self._on_established is not None:
+                    self._on_established(p.stream)
 
     def on_gap(self, g: Gap) -> None:
         if self._tail is not None:
@@ -260,11 +287,16 @@ class ConnectionDissector:
             self._fold(self._dirs[g.from_client].gap(g.length, g.frame), g.from_client)
             self._drain()
 
-    def finish(self, summary: ConnectionSummary) -> ConnectionRecord:
-        """The connection ended: flush the dissectors and build its record."""
+    def finish(
+        self, summary: ConnectionSummary, quiet: QuietCount | None = None
+    ) -> ConnectionRecord:
+        """The connection ended: flush the dissectors and build its record. ``quiet``: the
+        payload the TCP engine counted after ``on_established`` (``StreamEnd.quiet``)."""
         if self.protocol == "none" and self._held:
             self._decide(final=True)
         if self._tail is not None:
+            if quiet is not None:
+                self._tail.merge(quiet)
             self._end_tail(self._tail)
         elif self.protocol in ("tds", "tds8"):
             for side, direction in self._dirs.items():

@@ -64,6 +64,7 @@ from tdslens.analyzer.tcp_events import (
     IcmpError,
     Payload,
     PayloadFilter,
+    QuietCount,
     StreamEnd,
     StreamStart,
     TcpEvent,
@@ -220,6 +221,7 @@ class _Conn:
         "history",
         "last_frame",
         "last_ts",
+        "quiet",
         "rst_frame",
         "rst_side",
         "rst_ts",
@@ -268,6 +270,7 @@ class _Conn:
         self.rst_ts: int | None = None
         self.closed_ts = -1  # capture time it closed; -1 while open
         self.done = False
+        self.quiet: QuietCount | None = None  # set by TcpEngine.quiet
 
     def answered(self) -> bool:
         """A SYN-ACK or payload was seen (so it is no longer an unanswered attempt)."""
@@ -370,8 +373,9 @@ class TcpEngine:
         self._names: dict[tuple[int, int, int], str] = {}
         self._pending: list[Direction] = []  # directions holding fast-lane bytes of the batch
         self._icmp: dict[int, list[IcmpError]] = {}  # stream -> ICMP errors quoting it so far
-        # Regular connections as table rows (tcp_regular), when no consumer reads payload.
-        self._regular = RegularTable() if fast_lane and payloads is no_stream else None
+        # Regular connections as table rows (tcp_regular): from their SYN when no consumer
+        # reads payload; else once the consumer has read enough of them (`quiet`).
+        self._regular = RegularTable(payloads is no_stream) if fast_lane else None
 
     @property
     def streams(self) -> int:
@@ -381,6 +385,17 @@ class TcpEngine:
     @property
     def open_connections(self) -> int:
         return len(self._open)
+
+    def quiet(self, stream: int) -> None:
+        """The consumer has read enough of this connection: from the next batch on, count its
+        payload (`QuietCount`, handed over in `StreamEnd`) instead of delivering it. Being
+        quiet, the connection can join the regular table and leave the per-packet path."""
+        conn = self._open.get(stream)
+        if conn.__class__ is not _Conn or conn.quiet is not None:  # type: ignore[union-attr]
+            return  # ended, or a regular connection (those never deliver payload)
+        assert isinstance(conn, _Conn)
+        conn.quiet = conn.da.quiet = conn.db.quiet = QuietCount()
+        conn.da.deliver = conn.db.deliver = False
 
     # --- per batch -----------------------------------------------------------------------
 
@@ -549,7 +564,11 @@ class TcpEngine:
                     off_a, off_b = conn.da.off, conn.db.off
                     if take(rp, run, conn, mv, pending):
                         taken[run] = conn.stream
-                        if conn.da.deliver:
+                        if conn.quiet is not None:
+                            self._count_run(
+                                rp, run, conn, src_is_a, number, ts_ns, p_wire
+                            )  # fmt: skip
+                        elif conn.da.deliver:
                             for ev_row, ev in self._run_payloads(
                                 rp, run, conn, off_a, off_b, mv, src_is_a, number, ts_ns, p_off,
                                 p_len, p_wire,
@@ -612,6 +631,8 @@ class TcpEngine:
                                 Payload, (snd.stream, snd.from_client, snd.off, data, num, ts)
                             )
                         )
+                    elif snd.quiet is not None:
+                        snd.quiet.add(snd.from_client, num, ts)
                     snd.off += pl
                     snd.nxt = (seq + pl) & MASK
                     if snd.pending is not None:
@@ -703,6 +724,35 @@ class TcpEngine:
                 strict=True,
             )
         ]
+
+    @staticmethod
+    def _count_run(
+        rp: tcp_fastlane.RunPlan,
+        run: int,
+        conn: _Conn,
+        src_is_a: np.ndarray,
+        number: np.ndarray,
+        ts_ns: np.ndarray,
+        p_wire: np.ndarray,
+    ) -> None:
+        """Count the data rows of a taken run of a quiet connection (see `quiet`)."""
+        at = rp.order[rp.lo[run] : rp.hi[run]]
+        at = at[p_wire[at] > 0]
+        if not len(at):
+            return
+        q = conn.quiet
+        assert q is not None
+        from_client = src_is_a[at] == conn.a_is_client
+        turns = int(np.count_nonzero(from_client[1:] & ~from_client[:-1]))
+        first = bool(from_client[0])
+        if q.last_from_client is None:
+            q.first_from_client = first
+        elif first and not q.last_from_client:
+            turns += 1
+        q.requests += turns
+        q.frames += len(at)
+        q.last_frame, q.last_ts_ns = int(number[at[-1]]), int(ts_ns[at[-1]])
+        q.last_from_client = bool(from_client[-1])
 
     def _sweep(self, flows: list[_Flow], now: int, out: list[TcpEvent]) -> None:
         """Per batch: drop the retransmission-compare bytes of directions whose bytes are all
@@ -1011,7 +1061,7 @@ class TcpEngine:
         summary = conn.summary()
         if self._icmp:
             self._add_icmp(summary)
-        out.append(StreamEnd(summary))
+        out.append(StreamEnd(summary, conn.quiet))
         del self._open[conn.stream]
         if self._attempts.get(conn.stream) is conn:
             del self._attempts[conn.stream]

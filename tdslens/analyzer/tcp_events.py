@@ -219,11 +219,42 @@ class ConnectionSummary:
         return self.to_server.packets + self.to_client.packets
 
 
+@dataclass(slots=True)
+class QuietCount:
+    """Payload the engine counted instead of delivering, after the consumer said it has read
+    enough of a connection (`TcpEngine.quiet`).
+
+    Why: an established TDS session is only counted from some point on (frames, the last
+    frame, requests), and building a `Payload` per segment just to be counted was most of the
+    engine's cost on a busy capture; counting here lets the connection leave the per-packet
+    path (`tcp_regular`). Counted exactly as the consumer would count `Payload` events: one per
+    delivered segment, in delivery order.
+    """
+
+    frames: int = 0
+    last_frame: int = -1
+    last_ts_ns: int = -1
+    first_from_client: bool | None = None  # side of the first counted segment
+    last_from_client: bool | None = None
+    requests: int = 0  # client segments right after server segments, among those counted
+
+    def add(self, from_client: bool, frame: int, ts_ns: int) -> None:
+        last = self.last_from_client
+        if last is None:
+            self.first_from_client = from_client
+        elif from_client and not last:
+            self.requests += 1
+        self.frames += 1
+        self.last_frame, self.last_ts_ns, self.last_from_client = frame, ts_ns, from_client
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEnd:
-    """The connection is over (closed and settled, or the capture ended); its state is freed."""
+    """The connection is over (closed and settled, or the capture ended); its state is freed.
+    `quiet`: what was counted after `TcpEngine.quiet` (None if it was never called)."""
 
     summary: ConnectionSummary
+    quiet: QuietCount | None = None
 
 
 TcpEvent = StreamStart | Payload | Gap | Conflict | StreamEnd

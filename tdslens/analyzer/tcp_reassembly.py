@@ -23,6 +23,7 @@ from tdslens.analyzer.tcp_events import (
     DirectionStats,
     Gap,
     Payload,
+    QuietCount,
     TcpEvent,
     ZeroWindow,
 )
@@ -64,6 +65,7 @@ class Direction:
         "peer",
         "pending",
         "probe",
+        "quiet",
         "recent",
         "retransmissions",
         "saw_pure_ack",
@@ -91,6 +93,7 @@ class Direction:
         # Emit Payload events? False when no consumer subscribed to the stream: the bytes are
         # still tracked (offsets, retransmission compares), only the event is not built.
         self.deliver = deliver
+        self.quiet: QuietCount | None = None  # counts what is not delivered (TcpEngine.quiet)
         self.side = "client" if from_client else "server"
         self.history = history  # shared with the connection: letters in order of first use
         self.letters: set[str] = set()
@@ -299,6 +302,8 @@ class Direction:
                 self.mark("D")
             if self.deliver:
                 out.append(Payload(self.stream, self.from_client, self.off, data, frame, ts))
+            elif self.quiet is not None:
+                self.quiet.add(self.from_client, frame, ts)
             self.payload_bytes += n
             self.slow_delivered += n
             if self.pending is not None:

@@ -68,7 +68,10 @@ TAIL_BATCH, TAIL_LO, TAIL_HI = range(12, 15)
 # compare): how many, their payload bytes, and the history letter T.
 RETRANS, SLOW_WIRE, KEY_T = range(15, 18)
 CLIENT, SERVER = 10, 28
-N_COLUMNS = 46
+# Payload of a quiet connection (TcpEngine.quiet, tcp_events.QuietCount), counted here while
+# it is regular: -1 in Q_FRAMES when it is not counted; sides are 1 client, 0 server, -1 none.
+Q_FRAMES, Q_LAST_FRAME, Q_LAST_TS, Q_FIRST_SIDE, Q_LAST_SIDE, Q_REQUESTS = range(46, 52)
+N_COLUMNS = 52
 
 
 class Regular:
@@ -144,7 +147,10 @@ class RegularTable:
     and copies, at the end of a step, only the bytes still unacknowledged after a whole
     further batch (`_retire`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, new_connections: bool = True) -> None:
+        """``new_connections``: take connections at their SYN (only when no consumer reads
+        payload: the loop must deliver a connection's first bytes); else only demoted ones."""
+        self.new_connections = new_connections
         self.state = np.full((64, N_COLUMNS), -1, dtype=np.int64)
         self.handles: list[Regular | None] = [None] * 64
         self.free: list[int] = list(range(63, -1, -1))
@@ -310,6 +316,8 @@ class RegularTable:
         maybe = np.flatnonzero(~live & ((fl[first_rows] & 0x17) == SYN) & (pw[first_rows] == 0))
         if held is not None:
             maybe = maybe[~held[maybe]]
+        if not self.new_connections:
+            maybe = maybe[:0]
         new = np.zeros(n_pairs, dtype=bool)
         for p, side_a, s in zip(
             maybe.tolist(), sa[first_rows[maybe]].tolist(), seq[first_rows[maybe]].tolist(),
@@ -553,6 +561,7 @@ class RegularTable:
                 group_start = group_starts(hk[dr])
                 at = hk[dr[group_start]]
                 tails.append((side, at, np.append(group_start, len(dr)), po[h_order[dr]], lens))
+        _count_quiet(out, hk, h_client, h_in_order & (h_pw > 0), h_num, ts_ns[h_order])
         # Retransmission-compare bytes: dropped once everything sent is acknowledged (as the
         # engine does per batch); otherwise the batch's newest bytes become the side's pending
         # tail (an earlier one, from the previous batch, is copied first: see _retire).
@@ -632,6 +641,14 @@ class RegularTable:
             row[side + RETRANS], row[side + SLOW_WIRE] = d.retransmissions, d.slow_wire
             row[side + KEY_T] = -2 if "T" in d.letters else -1
             h.recent[side == SERVER] = d.recent  # (the object is parked meanwhile)
+        q = conn.quiet
+        if q is not None:
+            row[Q_FRAMES], row[Q_LAST_FRAME], row[Q_LAST_TS] = q.frames, q.last_frame, q.last_ts_ns
+            row[Q_FIRST_SIDE], row[Q_LAST_SIDE] = (
+                _side(q.first_from_client),
+                _side(q.last_from_client),
+            )
+            row[Q_REQUESTS] = q.requests
         flow.conn = h  # type: ignore[assignment]
         return h
 
@@ -663,7 +680,56 @@ class RegularTable:
         marks.sort(key=lambda m: m[0])
         for _, letter, d in marks:
             d.mark(letter)
+        q = conn.quiet
+        if q is not None:
+            q.frames, q.last_frame, q.last_ts_ns = v[Q_FRAMES], v[Q_LAST_FRAME], v[Q_LAST_TS]
+            q.first_from_client = _from_client(v[Q_FIRST_SIDE])
+            q.last_from_client = _from_client(v[Q_LAST_SIDE])
+            q.requests = v[Q_REQUESTS]
         return conn
+
+
+def _side(from_client: bool | None) -> int:
+    return -1 if from_client is None else int(from_client)
+
+
+def _from_client(side: int) -> bool | None:
+    return None if side < 0 else side == 1
+
+
+def _count_quiet(
+    out: np.ndarray,
+    hk: np.ndarray,
+    client: np.ndarray,
+    data: np.ndarray,
+    frame: np.ndarray,
+    ts: np.ndarray,
+) -> None:
+    """Count the delivered segments (`data`) of the handled rows into the quiet columns of the
+    connections that count (Q_FRAMES >= 0), as `QuietCount.add` would one by one. Rows are in
+    (connection, frame) order; `hk` is each row's connection (its row in `out`)."""
+    r = np.flatnonzero(data)
+    r = r[out[hk[r], Q_FRAMES] >= 0]
+    if not len(r):
+        return
+    conn = hk[r]
+    side = client[r].astype(np.int64)
+    starts, ends = group_starts(conn), group_ends(conn)
+    first_of = conn[starts]
+    # A request: a client segment right after a server one of the same connection, or the
+    # connection's first segment here after a server segment counted before.
+    prev = np.empty_like(side)
+    prev[1:] = side[:-1]
+    prev[starts] = out[first_of, Q_LAST_SIDE]
+    turn = (side == 1) & (prev == 0)
+    np.add.at(out[:, Q_REQUESTS], conn[turn], 1)
+    unset = out[first_of, Q_FIRST_SIDE] < 0
+    out[first_of[unset], Q_FIRST_SIDE] = side[starts][unset]
+    np.add.at(out[:, Q_FRAMES], conn, 1)
+    last_of = conn[ends]
+    out[last_of, Q_LAST_FRAME] = frame[r[ends]]
+    out[last_of, Q_LAST_TS] = ts[r[ends]]
+    out[last_of, Q_LAST_SIDE] = side[ends]
 
 
 def _append(old: bytearray, blob: memoryview, start: int, stop: int, trim: bool) -> bytearray:
