@@ -28,8 +28,10 @@ cases (pure ACK, in-order data) inline and everything rare in methods. Grouping 
 address pair happens per batch with numpy, so dictionaries are touched once per pair per batch.
 Runs of uneventful packets (most of a capture) are added at once when the loop meets their
 first row (`tcp_fastlane`), and `Payload` events are built only for connections a consumer
-subscribed to (`payloads`); both paths give identical events (tests/test_tcp_fastlane.py,
-tests/test_fast_path.py). docs/performance.md has the measurements.
+subscribed to (`payloads`), and only until the consumer has read enough (`quiet`: from then
+on the engine counts the segments, and the connection may join the regular table of
+`tcp_regular`); both paths give identical events (tests/test_tcp_fastlane.py,
+tests/test_fast_path.py, tests/test_tcp_quiet.py). docs/performance.md has the measurements.
 
 Unanswered attempts idle for `idle_ns` are summarised and dropped too (a later packet of the
 pair continues the same stream index, with `continued` set). Established connections are never

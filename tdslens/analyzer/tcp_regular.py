@@ -5,17 +5,20 @@ connection: two `Direction` objects and a `_Conn`, the handshake and closing pac
 one `take` per batch the connection appears in, the retransmission-compare bytes, the summary.
 On the 2M-packet benchmark (~54 packets per connection) that was ~2 µs per packet, most of
 the engine. Yet nearly every connection does the same few things. So when no consumer reads
-payload (`tdslens streams`: the engine's filter is `no_stream`), a connection that behaves
+its payload (`tdslens streams`: the engine's filter is `no_stream`; `tdslens analyze`: once the
+TDS layer has read the login and called `TcpEngine.quiet`), a connection that behaves
 regularly lives as one row of a numpy table, and all its packets in a batch are handled at
-once, for all such connections together.
+once, for all such connections together. A quiet connection's delivered segments are counted
+in the table (`Q_*` columns, `_count_quiet`) as `QuietCount.add` would count them.
 
 **Regular** packets: after the handshake, every segment continues its side's bytes, fully
 captured, with a non-zero window; ACKs never acknowledge more than the other side sent (its FIN
 counts one); each side sends at most one FIN, after its data; no RST, no SYN; nothing after
 the connection closed (both FINs acknowledged). A connection becomes regular
 
-- at its SYN: the client's pure SYN on an address pair with no open connection, starting a
-  new tcp.stream (Wireshark's rule, see `tcp.py`), then one SYN-ACK that acknowledges it;
+- at its SYN (only when no consumer reads payload at all): the client's pure SYN on an
+  address pair with no open connection, starting a new tcp.stream (Wireshark's rule, see
+  `tcp.py`), then one SYN-ACK that acknowledges it;
 - or at the end of a batch, as an ordinary `_Conn` whose state the table can carry: open,
   answered, nothing out of order or held, no zero window, both sides' next sequence numbers
   known (`TcpEngine._demote`; the object is kept, only the numbers above move to the table).
