@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import icmp_cases
 import pytest
 from conftest import REPO, SAMPLES
 
@@ -88,3 +89,16 @@ def test_redacted_report_says_so():
     a = analyze(SAMPLES / "redirect_blocked__tedious.pcap")
     assert "pseudonyms" not in render_text(a)
     assert "Names and addresses are pseudonyms" in render_text(redact(a))
+
+
+def test_syn_rejected_by_icmp_says_so(tmp_path: Path) -> None:
+    """A firewall's ICMP error is what answered the worker leg's SYNs: the ladder names it,
+    its sender and its frame, instead of 'no answer'."""
+    a = analyze(icmp_cases.CASES["redirect_leg_rejected"](tmp_path / "rejected.pcap"))
+    leg = next(c for c in a.connections if c.tcp.icmp_errors)
+    last = leg.tcp.icmp_errors[-1]
+    text = render_text(a)
+    head = f"3 SYN(s), answered by ICMP unreachable (admin prohibited) from {last.reporter}"
+    assert f"{head} (frame {last.frame})" in text
+    assert sum(f"(frame {e.frame}), about a packet of the client" in text
+               for e in leg.tcp.icmp_errors) == 3  # fmt: skip
