@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
+from typing import NamedTuple
 
 from .events import Malformed, MalformedCode, PreLogin, PreLoginOption
 
@@ -38,10 +39,19 @@ class PreLoginToken(IntEnum):
     NONCEOPT = 0x07
 
 
-# Option tables seen so far → their PreLoginOption tuple. A driver sends the same table on every
-# connection (only the option data differs), so the entries are built once per distinct table;
-# they are frozen, so sharing them is safe. Bounded for captures of many odd clients.
-_TABLES: dict[bytes, tuple[PreLoginOption, ...]] = {}
+class _Table(NamedTuple):
+    """A validated option table: its entries, the first entry of each token as (token, start,
+    stop) of its data, and the end of the furthest option data (the payload must reach it)."""
+
+    options: tuple[PreLoginOption, ...]
+    firsts: tuple[tuple[int, int, int], ...]
+    end: int
+
+
+# Option tables seen so far. A driver sends the same table on every connection (only the
+# option data differs), so a table is walked and checked once; its PreLoginOptions are frozen,
+# so sharing them is safe. Bounded for captures of many odd clients.
+_TABLES: dict[bytes, _Table] = {}
 TABLE_CACHE = 512
 _VERSION, _ENCRYPTION, _INSTOPT, _THREADID, _MARS, _TRACEID, _FEDAUTH, _NONCE = range(8)
 
@@ -51,7 +61,43 @@ def parse_prelogin(
 ) -> PreLogin | Malformed:
     """Decode one PRELOGIN payload; a bad option table gives Malformed."""
     n = len(payload)
-    values: dict[int, bytes] = {}  # the first entry of a token wins
+    pos = 0
+    while pos < n and payload[pos] != TERMINATOR:  # where a known table would end
+        pos += OPTION.size
+    table = _TABLES.get(payload[:pos]) if pos < n else None
+    if table is None or table.end > n:
+        table = _read_table(payload, frames, offset)
+        if isinstance(table, Malformed):
+            return table
+    values = {token: payload[start:stop] for token, start, stop in table.firsts}
+    get = values.get
+    data = get(_VERSION)
+    version = VERSION.unpack_from(data) if data and len(data) >= VERSION.size else None
+    data = get(_INSTOPT)
+    instance = None if data is None else data.split(b"\0", 1)[0].decode("latin-1")
+    data = get(_THREADID)
+    thread_id = int.from_bytes(data[:4], "big") if data and len(data) >= 4 else None
+    encryption, mars, fedauth = get(_ENCRYPTION), get(_MARS), get(_FEDAUTH)
+    return PreLogin(
+        frames=frames,
+        offset=offset,
+        from_client=from_client,
+        version=version,
+        encryption=encryption[0] if encryption else None,
+        instance=instance,
+        thread_id=thread_id,
+        mars=bool(mars[0]) if mars else None,
+        trace_id=get(_TRACEID) or None,
+        fedauth_required=bool(fedauth[0]) if fedauth else None,
+        nonce=get(_NONCE) or None,
+        options=table.options,
+    )
+
+
+def _read_table(payload: bytes, frames: tuple[int, ...], offset: int) -> _Table | Malformed:
+    """Walk and check the option table entry by entry (and remember it when it is good)."""
+    n = len(payload)
+    entries: list[tuple[int, int, int]] = []
     pos = 0
     while True:
         if pos >= n:
@@ -73,42 +119,20 @@ def parse_prelogin(
                 f"option 0x{token:02x} data [{opt_pos}, {opt_pos + length}) beyond "
                 f"payload of {n} bytes",
             )
-        if token not in values:
-            values[token] = payload[opt_pos : opt_pos + length]
+        entries.append((token, opt_pos, length))
         pos += OPTION.size
-    table = payload[:pos]
-    options = _TABLES.get(table)
-    if options is None:
-        options = tuple(
-            PreLoginOption(token=token, position=opt_pos, length=length)
-            for token, opt_pos, length in OPTION.iter_unpack(table)
-        )
-        if len(_TABLES) >= TABLE_CACHE:
-            _TABLES.clear()
-        _TABLES[table] = options
-
-    get = values.get
-    data = get(_VERSION)
-    version = VERSION.unpack_from(data) if data and len(data) >= VERSION.size else None
-    data = get(_INSTOPT)
-    instance = None if data is None else data.split(b"\0", 1)[0].decode("latin-1")
-    data = get(_THREADID)
-    thread_id = int.from_bytes(data[:4], "big") if data and len(data) >= 4 else None
-    encryption, mars, fedauth = get(_ENCRYPTION), get(_MARS), get(_FEDAUTH)
-    return PreLogin(
-        frames=frames,
-        offset=offset,
-        from_client=from_client,
-        version=version,
-        encryption=encryption[0] if encryption else None,
-        instance=instance,
-        thread_id=thread_id,
-        mars=bool(mars[0]) if mars else None,
-        trace_id=get(_TRACEID) or None,
-        fedauth_required=bool(fedauth[0]) if fedauth else None,
-        nonce=get(_NONCE) or None,
-        options=options,
+    firsts: dict[int, tuple[int, int, int]] = {}
+    for token, opt_pos, length in entries:
+        firsts.setdefault(token, (token, opt_pos, opt_pos + length))
+    table = _Table(
+        tuple(PreLoginOption(token=t, position=at, length=size) for t, at, size in entries),
+        tuple(firsts.values()),
+        max((at + size for _, at, size in entries), default=0),
     )
+    if len(_TABLES) >= TABLE_CACHE:
+        _TABLES.clear()
+    _TABLES[payload[:pos]] = table
+    return table
 
 
 def _bad(frames: tuple[int, ...], offset: int, code: MalformedCode, detail: str) -> Malformed:
