@@ -31,9 +31,12 @@ class ReceiveBuffer:
     byte. A top-level buffer's origin is its own offset; a child buffer (the tokens inside TDS
     packets, the TLS records inside PRELOGIN) is fed spans with the origins of the bytes it got,
     so its events still report where they sit in the TCP stream.
+
+    ``size`` is ``len(buffer)`` kept as a plain attribute: the parsers ask whether anything is
+    held on every unit, and ``len()`` on a Python class is a method call.
     """
 
-    __slots__ = ("_base", "_buf", "_pos", "_spans", "cap", "need")
+    __slots__ = ("_base", "_buf", "_pos", "_spans", "cap", "need", "size")
 
     def __init__(self, cap: int = DEFAULT_CAP) -> None:
         self._buf = bytearray()
@@ -42,6 +45,7 @@ class ReceiveBuffer:
         self._spans: deque[tuple[int, int, int, int]] = deque()  # local start, end, frame, origin
         self.need = 0
         self.cap = cap
+        self.size = 0  # unread bytes held
 
     # -- filling ----------------------------------------------------------------------------
 
@@ -54,6 +58,7 @@ class ReceiveBuffer:
         start = self._base + len(self._buf)
         self._buf += data
         end = self._base + len(self._buf)
+        self.size = len(self._buf) - self._pos
         origin = start if origin is None else origin
         if self._spans:
             s0, e0, f0, o0 = self._spans[-1]
@@ -75,7 +80,7 @@ class ReceiveBuffer:
     # -- looking ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._buf) - self._pos
+        return self.size
 
     @property
     def offset(self) -> int:
@@ -161,6 +166,7 @@ class ReceiveBuffer:
         self._pos = min(self._pos + n, len(self._buf))
         self.need = 0
         self._trim()
+        self.size = len(self._buf) - self._pos
 
     def clear(self) -> None:
         self.skip(len(self))
@@ -174,6 +180,7 @@ class ReceiveBuffer:
             self._spans.clear()
         self._pos = 0
         self.need = 0
+        self.size = 0
 
     def _trim(self) -> None:
         offset = self.offset

@@ -24,9 +24,10 @@ on bad input: damage becomes Malformed, Gap and Resync events.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
-from functools import cached_property
+from typing import Any, Generic, TypeVar
 
 from .buffer import ReceiveBuffer, Spans
 from .events import (
@@ -56,9 +57,12 @@ from .prelogin import is_prelogin_payload, parse_prelogin
 from .tds import (
     HEADER,
     HEADER_LEN,
+    KNOWN_TYPES,
+    STATUS_MASK,
     TLS_CONTENT_TYPES,
     TLS_HEADER,
     TLS_HEADER_LEN,
+    TLS_MAX_RECORD,
     find_resync,
     header_plausible,
     starts_tls,
@@ -70,6 +74,7 @@ from .tokens import TokenStream
 _PT, _PS = members(PacketType), members(PacketStatus)
 _CARRIER = members(TlsCarrier)
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)
+_T = TypeVar("_T")
 KEEP_CAP = 1 << 20  # PRELOGIN / LOGIN7 payloads are kept whole; real ones are < 10 KB
 RPC_HEAD = 4096  # bytes of an RPC kept to read its procedure name or id
 
@@ -179,6 +184,7 @@ _CLIENT_UNITS = {
     _PT.ATTENTION: U.ATTENTION,
 }
 _KEEP = frozenset({U.PRELOGIN, U.LOGIN7})
+_TLS_CARRYING = frozenset({PacketType.PRELOGIN, PacketType.TABULAR_RESULT})  # 7.x handshake
 
 
 @dataclass(slots=True)
@@ -188,7 +194,7 @@ class _Message:
     type: int
     unit: Unit
     offset: int
-    frames: list[int] = field(default_factory=list)
+    frames: list[int]
     packets: int = 0
     length: int = 0
     payload: bytearray | None = None  # kept for PRELOGIN, LOGIN7 and the head of an RPC
@@ -212,6 +218,20 @@ class _Unread:
     left: int  # bytes still to come
     offset: int
     frames: list[int]
+
+
+class _Child(Generic[_T]):
+    """A child dissector made on first use, then a plain instance attribute (what
+    functools.cached_property does, without the lock it takes on Python 3.11)."""
+
+    def __init__(self, make: Callable[[Any], _T]) -> None:
+        self.make, self.name = make, make.__name__
+
+    def __get__(self, owner: Any, cls: type | None = None) -> _T:
+        if owner is None:  # looked up on the class
+            return self  # type: ignore[return-value]
+        child = owner.__dict__[self.name] = self.make(owner)
+        return child
 
 
 def _tls_payload(payload: bytes) -> bool:
@@ -252,11 +272,11 @@ class TdsDirection:
     # The children are made when first needed: a client never parses tokens, a cleartext
     # session never sees TLS, and a busy capture starts tens of thousands of directions.
 
-    @cached_property
+    @_Child
     def tls(self) -> TlsDissector:
         return TlsDissector(self.from_client, self._on_tls_record)
 
-    @cached_property
+    @_Child
     def tokens(self) -> TokenStream:
         return TokenStream()
 
@@ -284,7 +304,7 @@ class TdsDirection:
             data = data[k:]
             if not data:
                 return out
-        if self.skip_unread and not len(self.buf) and not self._desync:
+        if self.skip_unread and not self.buf.size and not self._desync:
             data = bytes(data)
             used = self._whole_units(data, frame, out)
             if used:
@@ -331,7 +351,7 @@ class TdsDirection:
     def _damaged_unit(self, head: bytes, frames: tuple[int, ...], offset: int, out) -> None:
         """A gap ate the rest of the unit ``head`` begins: stay in step, the unit damaged."""
         if not starts_tls(head[0]):
-            self._packet(head, None, (), frames, offset, out)
+            self._packet(HEADER.unpack(head), None, (), frames, offset, out)
         elif self.phase not in (P.TLS_FIRST, P.ENCRYPTED):
             self._enter(U.TLS_RAW, frames, offset, out)
 
@@ -400,27 +420,38 @@ class TdsDirection:
         n = len(data)
         pos = 0
         while pos < n:
-            if data[pos] in TLS_CONTENT_TYPES:
-                if not tls_record_plausible(data, pos):
+            if data[pos] in TLS_CONTENT_TYPES:  # tls_record_plausible, inline
+                if n - pos < TLS_HEADER_LEN:
                     break
-                end = pos + TLS_HEADER_LEN + TLS_HEADER.unpack_from(data, pos)[2]
+                ctype, version, length = TLS_HEADER.unpack_from(data, pos)
+                if not (0x0300 <= version <= 0x0304 and 0 < length <= TLS_MAX_RECORD):
+                    break
+                end = pos + TLS_HEADER_LEN + length
                 if end > n:
                     break
-                if self._tls_body_unread(data[pos]):
+                if self._tls_body_unread(ctype):
                     self._unread_record(frames, base + pos, end - pos, out)
                 else:
                     spans = ((end - pos, frame, base + pos),)
                     self._tls_raw(data[pos:end], spans, frames, base + pos, out)
                 pos = end
                 continue
-            if not header_plausible(data, pos):
+            if n - pos < HEADER_LEN:
                 break
-            end = pos + HEADER.unpack_from(data, pos)[2]
-            if end > n:
+            header = HEADER.unpack_from(data, pos)
+            ptype, status, length, _spid, _pid, window = header
+            end = pos + length
+            if (  # header_plausible, inline
+                ptype not in KNOWN_TYPES
+                or status & ~STATUS_MASK
+                or length < HEADER_LEN
+                or window
+                or end > n
+            ):
                 break
             body = pos + HEADER_LEN
             spans = ((end - body, frame, base + body),) if end > body else ()
-            self._packet(data[pos:body], data[body:end], spans, frames, base + pos, out)
+            self._packet(header, data[body:end], spans, frames, base + pos, out)
             pos = end
         return pos
 
@@ -471,7 +502,7 @@ class TdsDirection:
             buf.skip(HEADER_LEN)
             spans = buf.spans(total - HEADER_LEN)
             payload = buf.take(total - HEADER_LEN)
-            self._packet(head, payload, spans, frames, offset, out)
+            self._packet(HEADER.unpack(head), payload, spans, frames, offset, out)
 
     # -- bodies nobody reads ----------------------------------------------------------------
 
@@ -484,7 +515,7 @@ class TdsDirection:
             and tls.on_record is None
             and not tls.broken
             and not self._tls_resync
-            and not len(tls.records)
+            and not tls.records.size
         )
 
     def _response_body_unread(self, head: bytes) -> bool:
@@ -525,7 +556,7 @@ class TdsDirection:
         if u.tls:
             self._unread_record(frames, u.offset, u.total, out)
         else:
-            self._packet(u.head, b"", (), frames, u.offset, out)
+            self._packet(HEADER.unpack(u.head), b"", (), frames, u.offset, out)
 
     def _unread_record(self, frames: tuple[int, ...], offset: int, total: int, out) -> None:
         """What ``_tls_raw`` makes of an application-data record, without its bytes."""
@@ -611,10 +642,10 @@ class TdsDirection:
     # -- TDS packets and messages -----------------------------------------------------------
 
     def _packet(
-        self, head: bytes, payload: bytes | None, spans: Spans, frames, offset, out
+        self, header: tuple[int, ...], payload: bytes | None, spans: Spans, frames, offset, out
     ) -> None:
-        """One TDS packet; ``payload`` None means a gap ate part of it."""
-        ptype, status, length, spid, packet_id, window = HEADER.unpack(head)
+        """One TDS packet (``header``: its fields); ``payload`` None means a gap ate part of it."""
+        ptype, status, length, spid, packet_id, window = header
         out.append(
             TdsPacket(
                 frames=frames,
@@ -642,20 +673,17 @@ class TdsDirection:
             self._abort_message(out, "interrupted by another message")
             msg = None
         if msg is None:
+            unit = self._unit_for(ptype, b"" if payload is None else payload)
+            self._enter(unit, frames, offset, out)
+            msg = self._msg = _Message(ptype, unit, offset, list(frames))
             if payload is None:
-                unit = self._unit_for(ptype, b"")
-                self._enter(unit, frames, offset, out)
-                msg = _Message(type=ptype, unit=unit, offset=offset, damaged=True)
-            else:
-                unit = self._unit_for(ptype, payload)
-                self._enter(unit, frames, offset, out)
-                msg = _Message(type=ptype, unit=unit, offset=offset)
-                if unit in _KEEP or (ptype == _PT.RPC):
-                    msg.payload = bytearray()
-            self._msg = msg
+                msg.damaged = True
+            elif unit in _KEEP or ptype == _PT.RPC:
+                msg.payload = bytearray()
+        else:
+            msg.add_frames(frames)
         msg.packets += 1
         msg.length += length - HEADER_LEN
-        msg.add_frames(frames)
         if payload is None:
             self._damage(msg)
         elif msg.unit is U.TLS_IN_TDS:
@@ -692,7 +720,7 @@ class TdsDirection:
             self._finish(msg, out)
 
     def _unit_for(self, ptype: int, payload: bytes) -> Unit:
-        if ptype in (_PT.PRELOGIN, _PT.TABULAR_RESULT) and _tls_payload(payload):
+        if ptype in _TLS_CARRYING and _tls_payload(payload):
             return U.TLS_IN_TDS
         if self.from_client:
             if ptype == _PT.PRELOGIN:

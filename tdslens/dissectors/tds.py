@@ -85,11 +85,11 @@ def looks_like_tds(first_bytes: bytes) -> bool:
     """
     if len(first_bytes) < HEADER_LEN + 1 or not header_plausible(first_bytes):
         return False
-    hdr = parse_header(first_bytes)
-    if hdr.type != PacketType.PRELOGIN or hdr.length < HEADER_LEN + 6:
+    ptype, _status, length, _spid, _pid, _window = HEADER.unpack_from(first_bytes)
+    if ptype != PacketType.PRELOGIN or length < HEADER_LEN + 6:
         return False
-    payload = first_bytes[HEADER_LEN : hdr.length]
-    limit = hdr.length - HEADER_LEN
+    payload = first_bytes[HEADER_LEN:length]
+    limit = length - HEADER_LEN
     pos = 0
     last = -1
     while pos < len(payload):

@@ -175,14 +175,26 @@ class _R:
         return values
 
     def vec(self, len_bytes: int) -> _R:
-        start = self.p + len_bytes
+        """A reader over the next vector (``len_bytes`` of length, then that many bytes)."""
+        start = self.skip_vec(len_bytes)
+        return _R(self.d, start, self.p)
+
+    def skip_vec(self, len_bytes: int) -> int:
+        """Pass over the next vector; returns where its contents began."""
+        p, d = self.p, self.d
+        start = p + len_bytes
         if start > self.end:
             raise _Short
-        stop = start + int.from_bytes(self.d[self.p : start], "big")
+        if len_bytes == 1:
+            stop = start + d[p]
+        elif len_bytes == 2:
+            stop = start + ((d[p] << 8) | d[p + 1])
+        else:
+            stop = start + int.from_bytes(d[p:start], "big")
         if stop > self.end:
             raise _Short
         self.p = stop
-        return _R(self.d, start, stop)
+        return start
 
     def left(self) -> int:
         return self.end - self.p
@@ -217,11 +229,10 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
     """ClientHello fields (RFC 8446 4.1.2). Raises _Short when lengths overrun the body."""
     r = _R(body)
     legacy = r.u16()
-    r.take(32)
-    r.vec(1)
-    cs = r.vec(2)
-    ciphers = cs.u16s()
-    r.vec(1)
+    r.take(32)  # random
+    r.skip_vec(1)  # legacy_session_id
+    ciphers = r.vec(2).u16s()
+    r.skip_vec(1)  # legacy_compression_methods
     exts = _extensions(r, _HELLO_EXTENSIONS)
     sni = None
     if _EXT.SERVER_NAME in exts:
@@ -257,7 +268,7 @@ def parse_server_hello(body: bytes) -> dict[str, Any]:
     r = _R(body)
     legacy = r.u16()
     random = r.take(32)
-    r.vec(1)
+    r.skip_vec(1)  # legacy_session_id_echo
     cipher = r.u16()
     r.u8()
     exts = _extensions(r, _HELLO_EXTENSIONS)
@@ -376,13 +387,15 @@ class TlsDissector:
             return []
         out: list[Event] = []
         held = self.records
-        if len(held):
+        if held.size:
             held.add_spans(data, spans)
             if not held.ready():
                 return out
             data, spans = held.take_all()
         n = len(data)
         pos = 0
+        # One run (one frame), the usual case: frames and offsets without the span helpers.
+        one = spans[0] if len(spans) == 1 else None
         while pos < n:
             if n - pos < TLS_HEADER_LEN:
                 held.add_spans(data[pos:], span_slice(spans, pos, n))
@@ -406,12 +419,20 @@ class TlsDissector:
                 held.add_spans(data[pos:], span_slice(spans, pos, n))
                 held.need = end - pos
                 break
-            frames, offset = span_frames(spans, pos, end), span_origin(spans, pos)
+            if one is not None:
+                frames, offset = (one[1],), one[2] + pos
+            else:
+                frames, offset = span_frames(spans, pos, end), span_origin(spans, pos)
             body = data[pos + TLS_HEADER_LEN : end]
             if self.on_record is not None:
                 self.on_record(self.from_client, ctype, version, body, frames)
-            if ctype == _CT.HANDSHAKE and not self.encrypted:
-                body_spans = span_slice(spans, pos + TLS_HEADER_LEN, end)
+            if ctype == _CT.HANDSHAKE and self.state is not _S.ENCRYPTED:
+                if one is not None:
+                    body_spans: Spans = (
+                        ((length, one[1], offset + TLS_HEADER_LEN),) if length else ()
+                    )
+                else:
+                    body_spans = span_slice(spans, pos + TLS_HEADER_LEN, end)
                 self._handshakes(body, body_spans, carrier, out)
             else:
                 out.append(self._record(ctype, version, body, frames, offset, carrier))
@@ -460,13 +481,14 @@ class TlsDissector:
         """Handshake messages in one record's body, joined to a message begun in earlier
         records; as with records, only a message cut at the end waits in ``handshake``."""
         held = self.handshake
-        if len(held):
+        if held.size:
             held.add_spans(data, spans)
-            if len(held) < 4:
+            if held.size < 4:
                 return
             data, spans = held.take_all()
         n = len(data)
         pos = 0
+        one = spans[0] if len(spans) == 1 else None  # one run: as in feed
         while n - pos >= 4:
             msg_type, hi, lo = HANDSHAKE_HEADER.unpack_from(data, pos)
             length = (hi << 16) | lo
@@ -482,7 +504,10 @@ class TlsDissector:
             end = pos + 4 + length
             if end > n:
                 break
-            frames, offset = span_frames(spans, pos, end), span_origin(spans, pos)
+            if one is not None:
+                frames, offset = (one[1],), one[2] + pos
+            else:
+                frames, offset = span_frames(spans, pos, end), span_origin(spans, pos)
             out += self._handshake(msg_type, data[pos + 4 : end], frames, offset, carrier)
             pos = end
         if pos < n:

@@ -394,7 +394,7 @@ class TokenStream:
         if self.state is _TS.SKIPPING or not data:
             return []
         buf = self.buf
-        if len(buf) or len(data) > buf.cap:
+        if buf.size or len(data) > buf.cap:
             buf.add_spans(data, spans)
             if buf.over_cap():
                 return self._too_large()
@@ -500,7 +500,10 @@ class TokenStream:
                 out += self._flush_rows()
             if result is not None:
                 cls, fields = result
-                frames, offset = span_frames(spans, start, end), span_origin(spans, start)
+                if len(spans) == 1:  # one run (one frame), the usual case
+                    frames, offset = (spans[0][1],), spans[0][2] + start
+                else:
+                    frames, offset = span_frames(spans, start, end), span_origin(spans, start)
                 out.append(cls(frames=frames, offset=offset, **fields))
         if run_start >= 0:
             self._add_row_frames(span_frames(spans, run_start, run_end))
