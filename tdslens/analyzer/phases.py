@@ -485,7 +485,8 @@ class ConnectionDissector:
             encrypted = kind is ev.EncryptedData
             if encrypted and self._opened and (from_client, e.frames) in self._opened:
                 continue  # decrypted: the inner dissector says exactly what it was
-            phase = self._classify(e, from_client)
+            handler = _CLASSIFY.get(kind) or self._handler(kind)  # _classify, inline
+            phase = handler(self, e, from_client)
             if phase is None or (phase, e.frames, encrypted) == marked:
                 continue  # the tokens of one packet mark the same frames: once is enough
             marked = (phase, e.frames, encrypted)
@@ -514,10 +515,17 @@ class ConnectionDissector:
         One handler per event class (``_CLASSIFY``), found by the event's type: a login yields
         ~30 events, and a chain of isinstance tests per event cost more than the facts."""
         kind = type(e)
-        handler = _CLASSIFY.get(kind)
-        if handler is None:
-            handler = _CLASSIFY[kind] = _handler_for(kind)
-        return handler(self, e, from_client)
+        return (_CLASSIFY.get(kind) or self._handler(kind))(self, e, from_client)
+
+    @staticmethod
+    def _handler(kind: type) -> _Handler:
+        """The handler of an event class not met yet: its nearest listed base's, else none."""
+        for base in kind.__mro__[1:]:
+            if base in _CLASSIFY:
+                handler = _CLASSIFY[kind] = _CLASSIFY[base]
+                return handler
+        handler = _CLASSIFY[kind] = ConnectionDissector._on_other
+        return handler
 
     def _on_packet(self, e: ev.TdsPacket, from_client: bool) -> PhaseName | None:
         """The frames of data whose tokens are no longer read."""
@@ -718,24 +726,22 @@ class ConnectionDissector:
         else:
             first, last = min(frames), max(frames)
         span = self._spans.get(name)
-        if span is None:
-            t_first, t_last = self._times_of(first, last)
-            self._spans[name] = _PhaseSpan(first, last, t_first, t_last, inferred, set(frames))
-            return
-        span.frames.update(frames)
-        if first < span.first_frame or last > span.last_frame:
-            t_first, t_last = self._times_of(first, last)
-            if first < span.first_frame:
-                span.first_frame, span.start_ns = first, t_first
-            if last > span.last_frame:
-                span.last_frame, span.end_ns = last, t_last
-        if span.inferred:
-            span.inferred = inferred
-
-    def _times_of(self, first: int, last: int) -> tuple[int, int]:
+        if span is not None:
+            span.frames.update(frames)
+            if span.inferred:
+                span.inferred = inferred
+            if span.first_frame <= first and last <= span.last_frame:
+                return  # nothing new about where the phase starts or ends
         times = self._times
         t_first = times.get(first, times.get(last, 0))
-        return t_first, times.get(last, t_first)
+        t_last = times.get(last, t_first)
+        if span is None:
+            self._spans[name] = _PhaseSpan(first, last, t_first, t_last, inferred, set(frames))
+            return
+        if first < span.first_frame:
+            span.first_frame, span.start_ns = first, t_first
+        if last > span.last_frame:
+            span.last_frame, span.end_ns = last, t_last
 
     def _phases(self, s: ConnectionSummary) -> list[Phase]:
         out: list[Phase] = []
@@ -791,13 +797,6 @@ _CLASSIFY: dict[type, _Handler] = {
     ),
     **dict.fromkeys(_PROBLEM_EVENTS, _C._on_problem),
 }
-
-
-def _handler_for(kind: type) -> _Handler:
-    for base in kind.__mro__[1:]:
-        if base in _CLASSIFY:
-            return _CLASSIFY[base]
-    return _C._on_other
 
 
 def _close_frames(s: ConnectionSummary) -> tuple[int, int] | None:
