@@ -79,6 +79,12 @@ class TokenType(IntEnum):
 
 _T, _ENV = members(TokenType), members(EnvChangeType)  # faster lookups (events.members)
 _DONE_KINDS = {int(kind): kind for kind in DoneKind}
+# Length-prefixed tokens already parsed (bytes → (event class, fields)). A server answers every
+# login with the same few (database, language, packet size, LOGINACK, its informational
+# messages), so a token seen before is not parsed again. The fields are shared: never modified.
+_SEEN: dict[bytes, tuple[type, dict[str, Any]]] = {}
+SEEN_CACHE = 1024
+SEEN_TOKEN_MAX = 512  # bytes; larger ones (SSPI blobs) are rare and not worth keeping
 _ROW_TOKEN, _NBCROW_TOKEN = int(TokenType.ROW), int(TokenType.NBCROW)  # plain ints: fast compare
 USHORT_LEN = frozenset({0xA4, 0xA5, 0xA9, 0xAA, 0xAB, 0xAD, 0xE3, 0xED})
 ULONG_LEN = frozenset({0xE4, 0xEE})
@@ -557,6 +563,7 @@ class TokenStream:
         return [ev]
 
     def _token(self, c: _Cur) -> Any:
+        start = c.p
         tok = c.u8()
         v72 = tds_at_least_72(self.tds_version)
         if tok in (_T.ROW, _T.NBCROW):
@@ -584,7 +591,17 @@ class TokenStream:
             raise _Cannot(NOT_FOLLOWABLE[tok])
         if tok in USHORT_LEN:
             s = c.sub(c.u16())
-            return self._ushort_token(tok, s, v72)
+            whole = c.d[start : c.p]
+            seen = _SEEN.get(whole)
+            if seen is None:
+                seen = self._ushort_token(tok, s, v72)
+                if len(whole) <= SEEN_TOKEN_MAX:
+                    if len(_SEEN) >= SEEN_CACHE:
+                        _SEEN.clear()
+                    _SEEN[whole] = seen
+            elif tok == _T.LOGINACK:
+                self.tds_version = seen[1]["tds_version"]  # what parsing it would have set
+            return seen
         if tok in ULONG_LEN:
             n = c.u32()
             if n > TOKEN_CAP:
