@@ -143,6 +143,7 @@ _TLS_EVENTS = (
 _PROBLEM_EVENTS = (ev.Malformed, ev.CannotContinue, ev.ProtocolViolation, ev.Resync)
 _PHASE_ORDER = {name: i for i, name in enumerate(PhaseName)}
 _PHASE = members(PhaseName)  # plain attributes: faster lookups (events.members)
+_CARRIER, _ENV = members(ev.TlsCarrier), members(ev.EnvChangeType)
 
 
 def tls_version_name(version: int) -> str:
@@ -536,7 +537,43 @@ class ConnectionDissector:
         return _PHASE.PRELOGIN
 
     def _on_tls(self, e: ev.Event, from_client: bool) -> PhaseName:
-        self._tls_event(e, from_client)
+        """A TLS handshake message or record that carries no fact of its own."""
+        self._tls()
+        return _PHASE.TLS
+
+    def _on_client_hello(self, e: ev.ClientHello, from_client: bool) -> PhaseName:
+        tls = self._tls()
+        versions = e.supported_versions or (e.legacy_version,)
+        tls.client_versions = [tls_version_name(v) for v in versions]
+        tls.sni = e.sni
+        tls.alpn = list(e.alpn)
+        return _PHASE.TLS
+
+    def _on_server_hello(self, e: ev.ServerHello, from_client: bool) -> PhaseName:
+        tls = self._tls()
+        tls.version = tls_version_name(e.selected_version)
+        tls.cipher_suite = e.cipher_suite
+        return _PHASE.TLS
+
+    def _on_certificate(self, e: ev.Certificate, from_client: bool) -> PhaseName:
+        tls = self._tls()
+        tls.certificate_subject = e.subject
+        tls.certificate_issuer = e.issuer
+        tls.certificate_san = list(e.san)
+        tls.certificate_not_after = e.not_after
+        return _PHASE.TLS
+
+    def _on_change_cipher_spec(self, e: ev.ChangeCipherSpec, from_client: bool) -> PhaseName:
+        tls = self._tls()
+        self._ccs[from_client] = True
+        if self._ccs[True] and self._ccs[False]:
+            tls.handshake_complete = True
+        return _PHASE.TLS
+
+    def _on_alert(self, e: ev.TlsAlert, from_client: bool) -> PhaseName:
+        self._tls()
+        if e.level is not None:
+            self._alert(e.level, e.description or 0, from_client, e.frames)
         return _PHASE.TLS
 
     def _on_login7(self, e: ev.Login7, from_client: bool) -> PhaseName:
@@ -615,28 +652,6 @@ class ConnectionDissector:
             self.tls = TlsFacts(carried_in_tds=self.protocol != "tds8")
         return self.tls
 
-    def _tls_event(self, e: ev.Event, from_client: bool) -> None:
-        tls = self._tls()
-        if isinstance(e, ev.ClientHello):
-            versions = e.supported_versions or (e.legacy_version,)
-            tls.client_versions = [tls_version_name(v) for v in versions]
-            tls.sni = e.sni
-            tls.alpn = list(e.alpn)
-        elif isinstance(e, ev.ServerHello):
-            tls.version = tls_version_name(e.selected_version)
-            tls.cipher_suite = e.cipher_suite
-        elif isinstance(e, ev.Certificate):
-            tls.certificate_subject = e.subject
-            tls.certificate_issuer = e.issuer
-            tls.certificate_san = list(e.san)
-            tls.certificate_not_after = e.not_after
-        elif isinstance(e, ev.ChangeCipherSpec):
-            self._ccs[from_client] = True
-            if self._ccs[True] and self._ccs[False]:
-                tls.handshake_complete = True
-        elif isinstance(e, ev.TlsAlert) and e.level is not None:
-            self._alert(e.level, e.description or 0, from_client, e.frames)
-
     def _alert(self, level: int, description: int, from_client: bool, frames) -> None:
         """The first alert with a readable level (in clear, or decrypted) names the failure."""
         tls = self._tls()
@@ -654,7 +669,7 @@ class ConnectionDissector:
         the login response, the rest data. TDS 8.0: PRELOGIN travels inside TLS first.
         """
         tls = self._tls()
-        if e.carrier == ev.TlsCarrier.TDS:
+        if e.carrier == _CARRIER.TDS:
             return _PHASE.TLS  # TLS 1.3 encrypted handshake inside PRELOGIN packets
         if not tls.handshake_complete and not self._handshake_over(from_client):
             return _PHASE.TLS
@@ -699,9 +714,9 @@ class ConnectionDissector:
         elif isinstance(e, ev.EnvChangeRouting):
             r.routing = RoutingFacts(e.server, e.port, e.protocol, e.frames[-1], self._decrypting)
         elif isinstance(e, ev.EnvChange):
-            if e.type == ev.EnvChangeType.DATABASE:
+            if e.type == _ENV.DATABASE:
                 r.database = e.new
-            elif e.type == ev.EnvChangeType.PACKET_SIZE and e.new.isdigit():
+            elif e.type == _ENV.PACKET_SIZE and e.new.isdigit():
                 r.packet_size = int(e.new)
         elif isinstance(e, ev.ServerMessage):
             r.messages.append(
@@ -785,6 +800,11 @@ _CLASSIFY: dict[type, _Handler] = {
     ev.TdsPacket: _C._on_packet,
     ev.PreLogin: _C._on_prelogin,
     **dict.fromkeys(_TLS_EVENTS, _C._on_tls),
+    ev.ClientHello: _C._on_client_hello,
+    ev.ServerHello: _C._on_server_hello,
+    ev.Certificate: _C._on_certificate,
+    ev.ChangeCipherSpec: _C._on_change_cipher_spec,
+    ev.TlsAlert: _C._on_alert,
     ev.EncryptedData: _C._encrypted,
     ev.Login7: _C._on_login7,
     ev.FedAuthToken: _C._on_login_leg,
