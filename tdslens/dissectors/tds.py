@@ -90,6 +90,29 @@ def looks_like_tds(first_bytes: bytes) -> bool:
         return False
     payload = first_bytes[HEADER_LEN:length]
     limit = length - HEADER_LEN
+    end = 0
+    while end < len(payload) and payload[end] != 0xFF:
+        end += 5
+    if end >= len(payload):  # the table is cut by the sample
+        return _prelogin_table_ok(payload, limit)
+    key = (payload[:end], limit)  # a whole table: its verdict depends on nothing else
+    verdict = _PRELOGIN_TABLES.get(key)
+    if verdict is None:
+        verdict = _prelogin_table_ok(payload, limit)
+        if len(_PRELOGIN_TABLES) >= TABLE_CACHE:
+            _PRELOGIN_TABLES.clear()
+        _PRELOGIN_TABLES[key] = verdict
+    return verdict
+
+
+# (option table, message length) → looks_like_tds's verdict: every connection of a driver
+# starts with the same table. Bounded for captures of many odd clients.
+_PRELOGIN_TABLES: dict[tuple[bytes, int], bool] = {}
+TABLE_CACHE = 512
+
+
+def _prelogin_table_ok(payload: bytes, limit: int) -> bool:
+    """Tokens ascending from VERSION, data inside the message, up to 0xFF or the sample's end."""
     pos = 0
     last = -1
     while pos < len(payload):

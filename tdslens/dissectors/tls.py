@@ -39,6 +39,7 @@ from .events import (
 from .tds import TLS_HEADER, TLS_HEADER_LEN, TLS_MAX_RECORD
 
 HANDSHAKE_HEADER = struct.Struct(">BBH")  # msg_type, then a 24-bit length as (hi byte, low 16)
+_EXTENSION_HEAD = struct.Struct(">HH")  # extension type, length
 HANDSHAKE_CAP = 1 << 18
 # RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest (still cleartext after it)
 HELLO_RETRY_RANDOM = bytes.fromhex(
@@ -120,6 +121,7 @@ LEGAL: dict[tuple[bool, TlsState], frozenset[int]] = {
         }
     ),
 }
+_NOTHING: frozenset[int] = frozenset()
 # Transitions: (from_client, state, trigger) -> next state. Triggers are handshake types or "CCS".
 TRANSITIONS: dict[tuple[bool, TlsState, Any], TlsState] = {
     (True, TlsState.START, _H.CLIENT_HELLO): TlsState.HELLO,
@@ -212,10 +214,10 @@ def _extensions(r: _R, wanted: frozenset[int]) -> dict[int, _R]:
         start = p + 4
         if start > end:
             raise _Short
-        stop = start + ((d[p + 2] << 8) | d[p + 3])
+        etype, size = _EXTENSION_HEAD.unpack_from(d, p)
+        stop = start + size
         if stop > end:
             raise _Short
-        etype = (d[p] << 8) | d[p + 1]
         if etype in wanted and etype not in out:
             out[etype] = _R(d, start, stop)
         p = stop
@@ -515,7 +517,7 @@ class TlsDissector:
 
     def _handshake(self, msg_type, body, frames, offset, carrier) -> list[Event]:
         out: list[Event] = []
-        legal = LEGAL.get((self.from_client, self.state), frozenset())
+        legal = LEGAL.get((self.from_client, self.state), _NOTHING)
         if msg_type not in legal:
             side = "client" if self.from_client else "server"
             out.append(
