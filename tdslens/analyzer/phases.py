@@ -478,7 +478,9 @@ class ConnectionDissector:
     # -- folding protocol events into facts and phases ---------------------------------------
 
     def _fold(self, events: list[ev.Event], from_client: bool) -> None:
-        marked: tuple[PhaseName, tuple[int, ...], bool] | None = None
+        marked: PhaseName | None = None  # the last mark made: phase, frames, inferred
+        marked_frames: tuple[int, ...] = ()
+        marked_inferred = False
         for e in events:
             kind = type(e)
             if kind is ev.TdsPacket and not self._response_done:
@@ -488,10 +490,13 @@ class ConnectionDissector:
                 continue  # decrypted: the inner dissector says exactly what it was
             handler = _CLASSIFY.get(kind) or self._handler(kind)  # _classify, inline
             phase = handler(self, e, from_client)
-            if phase is None or (phase, e.frames, encrypted) == marked:
+            if phase is None:
+                continue
+            frames = e.frames
+            if phase is marked and frames == marked_frames and encrypted is marked_inferred:
                 continue  # the tokens of one packet mark the same frames: once is enough
-            marked = (phase, e.frames, encrypted)
-            self._mark(phase, e.frames, inferred=encrypted)
+            marked, marked_frames, marked_inferred = phase, frames, encrypted
+            self._mark(phase, frames, inferred=encrypted)
             if phase is _PHASE.DATA:
                 self._data_sides[from_client] = True
 
