@@ -9,8 +9,12 @@ Everything here is built by the analyzer and only read by ``tdslens.reports``.
 
 from __future__ import annotations
 
+import struct
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, overload
 
 from tdslens.analyzer.frames import CaptureInfo, CaptureProblem
 from tdslens.analyzer.tcp_events import ConnectionSummary, Endpoint
@@ -46,6 +50,97 @@ class Phase:
     frames: int = 1  # how many distinct frames carried this phase
 
 
+_PHASE_NAMES = tuple(PhaseName)
+_PHASE_CODES = {name: code for code, name in enumerate(_PHASE_NAMES)}
+_INFERRED = 0x80  # high bit of a phase's code byte
+_PHASE_ROW = struct.Struct("<5q")  # first_frame, last_frame, start_ns, end_ns, frames
+_PHASE_SIZE = 1 + _PHASE_ROW.size
+
+
+class PhaseList(Sequence[Phase]):
+    """A connection's phases packed into one bytes object: one code byte per phase (its name,
+    and ``inferred`` in the high bit), then five 64-bit integers per phase.
+
+    Why: every finished connection stays in memory until the reports are written. As a list of
+    ``Phase`` objects with four large ints each, ~6 phases took ~1 KB per connection; packed
+    they take ~300 bytes. Reading gives ``Phase`` objects made on the spot: equal to the ones
+    packed, not the same objects (changing one changes nothing in the record).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, phases: Iterable[Phase] = ()) -> None:
+        phases = list(phases)
+        codes = bytes(_PHASE_CODES[p.name] | (_INFERRED if p.inferred else 0) for p in phases)
+        rows = [
+            _PHASE_ROW.pack(p.first_frame, p.last_frame, p.start_ns, p.end_ns, p.frames)
+            for p in phases
+        ]
+        self._data = codes + b"".join(rows)
+
+    def __len__(self) -> int:
+        return len(self._data) // _PHASE_SIZE
+
+    def _make(self, i: int, n: int) -> Phase:
+        code = self._data[i]
+        row = _PHASE_ROW.unpack_from(self._data, n + i * _PHASE_ROW.size)
+        return Phase(_PHASE_NAMES[code & ~_INFERRED], *row[:4], bool(code & _INFERRED), row[4])
+
+    @overload
+    def __getitem__(self, i: int) -> Phase: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Phase]: ...
+    def __getitem__(self, i: int | slice) -> Phase | list[Phase]:
+        n = len(self)
+        if isinstance(i, slice):
+            return [self._make(k, n) for k in range(*i.indices(n))]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("phase index out of range")
+        return self._make(i, n)
+
+    def __iter__(self) -> Iterator[Phase]:
+        n = len(self)
+        return (self._make(i, n) for i in range(n))
+
+    @property
+    def names(self) -> tuple[PhaseName, ...]:
+        """The phases' names in order, without making Phase objects."""
+        return tuple(_PHASE_NAMES[c & ~_INFERRED] for c in self._data[: len(self)])
+
+    def find(self, name: PhaseName) -> Phase | None:
+        """The phase called `name` (a connection has each at most once), or None."""
+        n = len(self)
+        code = _PHASE_CODES[name]
+        for i, c in enumerate(self._data[:n]):
+            if c & ~_INFERRED == code:
+                return self._make(i, n)
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PhaseList):
+            return self._data == other._data
+        if isinstance(other, list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, like a list
+
+    def __repr__(self) -> str:
+        return f"PhaseList({list(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_phase_list, (self._data,))
+
+
+def _phase_list(data: bytes) -> PhaseList:
+    """Unpickle a PhaseList from its packed bytes."""
+    out = PhaseList()
+    out._data = data
+    return out
+
+
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
@@ -76,7 +171,7 @@ class PreloginFacts:
     instance: str | None = None
     mars: bool | None = None
     fedauth_required: bool | None = None
-    frames: list[int] = field(default_factory=list)
+    frames: list[int] | tuple[int, ...] = field(default_factory=list)  # a tuple once finished
     decrypted: bool = False  # read from decrypted TLS (TDS 8.0 sends PRELOGIN inside TLS)
 
 
@@ -85,14 +180,14 @@ class TlsFacts:
     """The TLS handshake as far as it is visible (TLS ≤ 1.2 shows the certificate)."""
 
     carried_in_tds: bool = True  # False: TLS straight on TCP (TDS 8.0 / strict)
-    client_versions: list[str] = field(default_factory=list)
+    client_versions: list[str] | tuple[str, ...] = field(default_factory=list)
     version: str | None = None  # negotiated
     cipher_suite: int | None = None
     sni: str | None = None
-    alpn: list[str] = field(default_factory=list)
+    alpn: list[str] | tuple[str, ...] = field(default_factory=list)
     certificate_subject: str | None = None
     certificate_issuer: str | None = None
-    certificate_san: list[str] = field(default_factory=list)
+    certificate_san: list[str] | tuple[str, ...] = field(default_factory=list)
     certificate_not_after: str | None = None
     alert: str | None = None  # e.g. "fatal handshake_failure from server"
     alert_frame: int | None = None
@@ -114,7 +209,7 @@ class LoginFacts:
     read_only_intent: bool
     sspi: bool
     password_present: bool
-    features: list[str]
+    features: list[str] | tuple[str, ...]
     frame: int
     decrypted: bool = False  # read from decrypted TLS with a key log, not in clear
 
@@ -151,7 +246,9 @@ class LoginResponseFacts:
     tds_version: str | None = None
     program: str | None = None  # "Microsoft SQL Server 16.0.4003"
     routing: RoutingFacts | None = None
-    messages: list[ServerMessageFacts] = field(default_factory=list)
+    messages: list[ServerMessageFacts] | tuple[ServerMessageFacts, ...] = field(
+        default_factory=list
+    )  # a tuple once finished
     database: str | None = None  # ENVCHANGE database
     packet_size: int | None = None  # ENVCHANGE packet size
     decrypted: bool = False  # read from decrypted TLS with a key log, not in clear
@@ -204,22 +301,30 @@ class ConnectionRecord:
     server: Endpoint
     tcp: ConnectionSummary
     protocol: str
-    phases: list[Phase]
+    phases: Sequence[Phase]  # given as a list; kept as a PhaseList
     prelogin: PreloginFacts | None
     tls: TlsFacts | None
     login: LoginFacts | None
     response: LoginResponseFacts | None
     requests: int
-    problems: list[Problem]
+    problems: list[Problem] | tuple[Problem, ...]  # a tuple once the record is built
     decryption: DecryptionFacts | None = None  # None: no key log given, or no TLS
 
+    def __post_init__(self) -> None:
+        _keep_small(self)
+
     def phase(self, name: PhaseName) -> Phase | None:
+        if type(self.phases) is PhaseList:
+            return self.phases.find(name)
         return next((p for p in self.phases if p.name is name), None)
 
     @property
     def reached(self) -> PhaseName | None:
         """The furthest phase before the close: where the conversation stopped."""
-        names = [p.name for p in self.phases if p.name is not PhaseName.CLOSE]
+        if type(self.phases) is PhaseList:
+            names = [n for n in self.phases.names if n is not PhaseName.CLOSE]
+        else:
+            names = [p.name for p in self.phases if p.name is not PhaseName.CLOSE]
         return names[-1] if names else None
 
 
@@ -233,14 +338,114 @@ class DnsRecord:
     server: Endpoint
     response: bool
     id: int
-    names: list[str]  # the question names
+    names: list[str] | tuple[str, ...]  # the question names
     rcode: int  # 0 NOERROR, 3 NXDOMAIN, ...
-    addresses: list[str]  # A / AAAA values in the answer
-    cnames: list[str]  # CNAME targets in the answer
+    addresses: list[str] | tuple[str, ...]  # A / AAAA values in the answer
+    cnames: list[str] | tuple[str, ...]  # CNAME targets in the answer
+
+    def __post_init__(self) -> None:
+        """Shared values, as for connections (see `_keep_small`)."""
+        self.client = _shared(Endpoint(shared_str(self.client.address), self.client.port))
+        self.server = _shared(self.server)
+        self.names = shared_strs(self.names)
+        self.addresses = shared_strs(self.addresses)
+        self.cnames = shared_strs(self.cnames)
 
     @property
     def nxdomain(self) -> bool:
         return self.response and self.rcode == 3
+
+
+# -- what a finished connection keeps ----------------------------------------------------------
+#
+# Every finished connection stays in memory until the reports are written, and big captures hold
+# tens of thousands. Built as the dissectors leave it, a record took ~5 KB, mostly Python object
+# overhead: a list of ~6 Phase objects with four large ints each, its own copy of the same server
+# endpoint, version strings, program name and login messages as every other connection, and
+# lists left empty. So a record packs its phases (PhaseList) and, when built, shares equal values
+# with the records before it and turns its finished lists into tuples (one empty tuple for all
+# empty ones). Nothing a report shows changes (docs/performance.md, "Memory").
+
+_SHARED: dict[Any, Any] = {}  # endpoints and tuples of strings already held by a record
+SHARED_MAX = 100_000  # distinct values remembered; beyond, the table starts over
+
+
+def shared_str(value: Any) -> Any:
+    """The interned copy of a string (None and other values as they are)."""
+    return sys.intern(value) if type(value) is str else value
+
+
+def _shared(value: Any) -> Any:
+    """An equal object a record built earlier may already hold (endpoints, tuples of strings)."""
+    found = _SHARED.get(value)
+    if found is None:
+        if len(_SHARED) >= SHARED_MAX:
+            _SHARED.clear()
+        found = _SHARED[value] = value
+    return found
+
+
+def shared_strs(values: Sequence[str]) -> tuple[str, ...]:
+    """A shared tuple of interned strings."""
+    return _shared(tuple(shared_str(v) for v in values)) if values else ()
+
+
+def _keep_small(rec: ConnectionRecord) -> None:
+    """Pack, share and freeze what a finished connection keeps (see above)."""
+    if type(rec.phases) is not PhaseList:
+        rec.phases = PhaseList(rec.phases)
+    tcp = rec.tcp
+    server = _shared(rec.server)
+    if tcp.server == server:
+        tcp.server = server
+    rec.server = server
+    tcp.history = shared_str(tcp.history)
+    rec.protocol = shared_str(rec.protocol)
+    pre = rec.prelogin
+    if pre is not None:
+        pre.client_version = shared_str(pre.client_version)
+        pre.server_version = shared_str(pre.server_version)
+        pre.client_encryption = shared_str(pre.client_encryption)
+        pre.server_encryption = shared_str(pre.server_encryption)
+        pre.instance = shared_str(pre.instance)
+        pre.frames = tuple(pre.frames)
+    tls = rec.tls
+    if tls is not None:
+        tls.client_versions = shared_strs(tls.client_versions)
+        tls.version = shared_str(tls.version)
+        tls.sni = shared_str(tls.sni)
+        tls.alpn = shared_strs(tls.alpn)
+        tls.certificate_subject = shared_str(tls.certificate_subject)
+        tls.certificate_issuer = shared_str(tls.certificate_issuer)
+        tls.certificate_san = shared_strs(tls.certificate_san)
+        tls.certificate_not_after = shared_str(tls.certificate_not_after)
+        tls.alert = shared_str(tls.alert)
+    login = rec.login
+    if login is not None:
+        login.tds_version = shared_str(login.tds_version)
+        login.hostname = shared_str(login.hostname)
+        login.username = shared_str(login.username)
+        login.appname = shared_str(login.appname)
+        login.servername = shared_str(login.servername)
+        login.library = shared_str(login.library)
+        login.database = shared_str(login.database)
+        login.features = shared_strs(login.features)
+    resp = rec.response
+    if resp is not None:
+        resp.tds_version = shared_str(resp.tds_version)
+        resp.program = shared_str(resp.program)
+        resp.database = shared_str(resp.database)
+        if resp.routing is not None:
+            resp.routing.server = shared_str(resp.routing.server)
+        for m in resp.messages:
+            m.kind = shared_str(m.kind)
+            m.message = shared_str(m.message)
+            m.server = shared_str(m.server)
+        resp.messages = tuple(resp.messages) if resp.messages else ()
+    for p in rec.problems:
+        p.what = shared_str(p.what)
+        p.detail = shared_str(p.detail)
+    rec.problems = tuple(rec.problems) if rec.problems else ()
 
 
 @dataclass(slots=True)

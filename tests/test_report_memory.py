@@ -1,0 +1,66 @@
+"""What a big capture keeps in memory must not change what the reports say (issue 9).
+
+A finished connection packs its phases and shares equal values with the connections before it
+(analyzer/model.py). These tests hold the shortcut to the plain way: the same phases as the
+list given, one object for equal values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import pytest
+from test_report_synthetic import build_analysis
+
+from tdslens.analyzer.model import Phase, PhaseList, PhaseName
+
+BIG = 1_795_429_990_881_219_000  # a capture time in ns
+
+PHASES = [
+    Phase(PhaseName.TCP_HANDSHAKE, 3, 4, BIG, BIG + 23_000, frames=2),
+    Phase(PhaseName.TLS, 10, 12, BIG + 90_000, BIG + 4_000_000, frames=3),
+    Phase(PhaseName.LOGIN, 13, 13, BIG + 5_000_000, BIG + 5_000_000, inferred=True),
+    Phase(PhaseName.DATA, 2**40, 2**41, 0, 2**62, inferred=True, frames=10**9),
+    Phase(PhaseName.CLOSE, 15, 17, BIG + 6_000_000, BIG + 6_000_000),
+]
+
+
+def test_phase_list_reads_back_what_was_packed() -> None:
+    packed = PhaseList(PHASES)
+    assert list(packed) == PHASES and packed == PHASES and len(packed) == len(PHASES)
+    assert [packed[i] for i in range(-len(PHASES), len(PHASES))] == PHASES + PHASES
+    assert packed[1:4] == PHASES[1:4] and packed[::-2] == PHASES[::-2]
+    assert packed.names == tuple(p.name for p in PHASES)
+    assert all(packed.find(p.name) == p for p in PHASES)
+    assert packed.find(PhaseName.PRELOGIN) is None
+    assert all(type(p.inferred) is bool and type(p.name) is PhaseName for p in packed)
+    assert pickle.loads(pickle.dumps(packed)) == packed
+    assert PhaseList() == [] and len(PhaseList()) == 0
+    with pytest.raises(IndexError):
+        packed[len(PHASES)]
+
+
+def test_a_record_reads_its_phases_as_given() -> None:
+    rec = build_analysis(attempts=1).connections[0]
+    given = list(rec.phases)
+    again = dataclasses.replace(rec, phases=given)
+    assert type(again.phases) is PhaseList and list(again.phases) == given
+    assert again.reached is PhaseName.REDIRECT is rec.reached
+    assert again.phase(PhaseName.LOGIN_RESPONSE) == next(
+        p for p in given if p.name is PhaseName.LOGIN_RESPONSE
+    )
+    assert dataclasses.replace(rec, phases=[]).reached is None
+
+
+def test_records_share_equal_values() -> None:
+    """Equal server endpoints and strings are one object across a capture's connections."""
+    conns = build_analysis(attempts=3).connections
+    gateways = [c for c in conns if c.server.port == 1433]
+    assert len(gateways) == 3 and all(c.server is gateways[0].server for c in gateways)
+    assert all(c.tcp.server is c.server for c in conns)
+    rec = next(c for c in conns if c.tls is not None)
+    tls = [dataclasses.replace(rec.tls, version="".join(["TLS 1.", "2"])) for _ in range(2)]
+    again = [dataclasses.replace(rec, tls=t) for t in tls]
+    assert again[0].tls.version == "TLS 1.2" and again[0].tls.version is again[1].tls.version
+    assert all(type(c.problems) is tuple and type(c.tls.alpn) is tuple for c in again)
