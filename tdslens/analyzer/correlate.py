@@ -45,6 +45,8 @@ from tdslens.analyzer.model import (
     RedirectOutcome,
     Role,
     Verdict,
+    shared_str,
+    shared_strs,
 )
 from tdslens.analyzer.roles import NS, TIMING
 
@@ -79,7 +81,7 @@ class Context:
             dns=dns,
             by_stream={c.stream: c for c in conns},
             by_client=dict(by_client),
-            names={c.stream: r.leg_name(c, dns) for c in conns},
+            names={c.stream: shared_str(r.leg_name(c, dns)) for c in conns},
             ports={c.server.port for c in conns},
             first_frame=min((c.tcp.first_frame for c in conns), default=0),
             end_ns=max(ends, default=0),
@@ -639,13 +641,13 @@ def _finish(ctx: Context, g: _Gateway) -> Redirect:
         gateway=g.conn.stream,
         evidence=g.evidence,
         outcome=_outcome(ctx, g, legs, dns),
-        target_host=host,
+        target_host=shared_str(host),
         target_port=port,
         target_addresses=sorted({a for d in dns for a in d.addresses}),
         second_legs=[c.stream for c in legs],
         dns_frames=sorted({d.frame for d in dns}),
         frames=sorted(set(g.frames)),
-        reasons=[*g.reasons, *g.link_reasons],
+        reasons=[shared_str(x) for x in (*g.reasons, *g.link_reasons)],
         ambiguous=g.ambiguous,
         candidates=sorted(g.candidates),
     )
@@ -692,7 +694,7 @@ def assign_roles(ctx: Context) -> list[ConnectionRole]:
         name = ctx.names.get(c.stream)
         if c.stream in ctx.second_legs:  # the routed name, not a repeated gateway SNI
             name = ctx.analysis.redirects[ctx.second_legs[c.stream]].target_host or name
-        out.append(ConnectionRole(c.stream, role, name, None, why))
+        out.append(ConnectionRole(c.stream, role, name, None, shared_strs(why)))
     return out
 
 

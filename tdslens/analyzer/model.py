@@ -513,7 +513,7 @@ class ConnectionRole:
     role: Role
     server_name: str | None  # SNI, LOGIN7 server name, routing target or DNS name
     attempt: int | None  # index into Analysis.attempts
-    reasons: list[str] = field(default_factory=list)
+    reasons: Sequence[str] = ()  # a shared tuple of interned strings (model.shared_strs)
 
 
 @dataclass(slots=True)

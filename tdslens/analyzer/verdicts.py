@@ -39,9 +39,11 @@ def judge(ctx: Context) -> None:
         for s in f.connections:
             by_stream[s].append(i)
     roles = {x.stream: x.role for x in a.roles}  # built once: captures hold thousands
+    same: dict[tuple[str, str | None, str], Verdict] = {}  # equal verdicts kept once
     for attempt in a.attempts:
         attempt.findings = sorted({i for s in attempt.connections for i in by_stream.get(s, [])})
-        attempt.verdict = _attempt_verdict(ctx, attempt, roles)
+        v = _attempt_verdict(ctx, attempt, roles)
+        attempt.verdict = same.setdefault((v.result, v.finding, v.summary), v)
     a.verdict = _capture_verdict(a.attempts)
 
 
