@@ -1,8 +1,9 @@
 """What a big capture keeps in memory must not change what the reports say (issue 9).
 
 A finished connection packs its phases and shares equal values with the connections before it
-(analyzer/model.py). These tests hold the shortcut to the plain way: the same phases as the
-list given, one object for equal values.
+(analyzer/model.py), and the report document's long lists can be read as they are made
+(json_report.lazy_json). These tests hold each shortcut to the plain way: the same phases as
+the list given, one object for equal values, the same items as ``to_json``'s lists.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from test_report_synthetic import build_analysis
 
 from tdslens.analyzer.model import Phase, PhaseList, PhaseName
+from tdslens.reports.json_report import ConnectionEntries, Entries, lazy_json, to_json
 
 BIG = 1_795_429_990_881_219_000  # a capture time in ns
 
@@ -64,3 +66,17 @@ def test_records_share_equal_values() -> None:
     again = [dataclasses.replace(rec, tls=t) for t in tls]
     assert again[0].tls.version == "TLS 1.2" and again[0].tls.version is again[1].tls.version
     assert all(type(c.problems) is tuple and type(c.tls.alpn) is tuple for c in again)
+
+
+def test_lazy_entries_are_the_documents() -> None:
+    a = build_analysis(attempts=3)
+    lazy, listed = lazy_json(a), to_json(a)
+    assert isinstance(lazy["connections"], ConnectionEntries)
+    assert lazy.keys() == listed.keys()
+    for key, value in lazy.items():
+        if not isinstance(value, Entries):
+            assert value == listed[key]
+            continue
+        assert len(value) == len(listed[key]) and list(value) == listed[key], key
+        assert [value[i] for i in range(-len(value), len(value))] == listed[key] * 2
+        assert value[1:] == listed[key][1:] and value[:-1] == listed[key][:-1]

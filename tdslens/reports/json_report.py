@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, overload
 
 from tdslens import __version__
 from tdslens.analyzer.icmp_quote import describe
@@ -75,8 +75,16 @@ def _iso_seconds(sec: int) -> str:
 
 def to_json(analysis: Analysis) -> dict[str, Any]:
     """The report document for one analysis (plain dicts/lists/str/int/bool/None only)."""
-    return {key: list(value) if isinstance(value, Iterator) else value
+    return {key: list(value) if isinstance(value, Entries) else value
             for key, value in _document(analysis)}  # fmt: skip
+
+
+def lazy_json(analysis: Analysis) -> dict[str, Any]:
+    """``to_json(analysis)`` with its long lists (connections, DNS, redirects, attempts,
+    findings) as `Entries`: sequences that make each item when it is read. For renderers that
+    read each item once, or only some (the HTML report): a large capture's document never
+    sits in memory whole."""
+    return dict(_document(analysis))
 
 
 def write_json(analysis: Analysis, path: str | Path) -> Path:
@@ -96,7 +104,7 @@ def write_json(analysis: Analysis, path: str | Path) -> Path:
         for key, value in _document(analysis):
             out.write(f"{sep} {_dumps(key)}: ")
             sep = ",\n"
-            if isinstance(value, Iterator | list):
+            if isinstance(value, Entries | list):
                 item_sep = "[\n  "
                 for item in value:
                     out.write(item_sep)
@@ -114,26 +122,65 @@ def _dumps(value: Any) -> str:
 
 
 def _document(analysis: Analysis) -> Iterator[tuple[str, Any]]:
-    """The report's top-level keys in order; the long lists as iterators, built lazily."""
-    roles = connection_roles(analysis)
-    routed = {r.gateway for r in analysis.redirects}
-    outcomes = {c.stream: connection_outcome(c, c.stream in routed) for c in analysis.connections}
+    """The report's top-level keys in order; the long lists as `Entries`, made when read."""
+    conns = ConnectionEntries(analysis)
     verdict = analysis.verdict
     yield "schema_version", SCHEMA_VERSION
     yield "generator", {"name": "tdslens", "version": __version__}
     yield "capture", _capture(analysis)
-    yield "summary", _summary(analysis, roles, outcomes)
-    yield (
-        "connections",
-        (_connection(c, roles[c.stream], outcomes[c.stream]) for c in analysis.connections),
-    )
-    yield "dns", (_dns(d) for d in analysis.dns)
+    yield "summary", _summary(analysis, conns.roles, conns.outcomes)
+    yield "connections", conns
+    yield "dns", Entries(analysis.dns, _dns)
     yield "redacted", analysis.redacted
     yield "correlated", bool(analysis.roles) or verdict is not None
     yield "verdict", plain(verdict)
-    yield "redirects", (plain(r) for r in analysis.redirects)
-    yield "attempts", (plain(a) for a in analysis.attempts)
-    yield "findings", (_finding(f) for f in analysis.findings)
+    yield "redirects", Entries(analysis.redirects, plain)
+    yield "attempts", Entries(analysis.attempts, plain)
+    yield "findings", Entries(analysis.findings, _finding)
+
+
+class Entries(Sequence[dict[str, Any]]):
+    """A list of the document made one item at a time, when read (again if read again).
+
+    As dicts, a large capture's connection entries alone would take ~10 KB each: 37,000 of
+    them held at once cost more memory than the whole analysis. So nothing holds a long list
+    whole: `write_json` writes each item as it is made, and the HTML report makes items for
+    its tables and again for the few that its ladders draw.
+    """
+
+    def __init__(self, items: Sequence[Any], make: Callable[[Any], dict[str, Any]]) -> None:
+        self.items = items  # the model's objects
+        self.make = make  # model object -> its entry
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [self.make(x) for x in self.items[i]]
+        return self.make(self.items[i])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(self.make, self.items)
+
+
+class ConnectionEntries(Entries):
+    """The connection entries, with each connection's role and outcome (also the summary's)."""
+
+    def __init__(self, analysis: Analysis) -> None:
+        self.roles = connection_roles(analysis)
+        routed = {r.gateway for r in analysis.redirects}
+        self.outcomes = {
+            c.stream: connection_outcome(c, c.stream in routed) for c in analysis.connections
+        }
+        super().__init__(analysis.connections, self._entry)
+
+    def _entry(self, c: ConnectionRecord) -> dict[str, Any]:
+        return _connection(c, self.roles[c.stream], self.outcomes[c.stream])
 
 
 # -- roles -------------------------------------------------------------------------------------
