@@ -237,9 +237,10 @@ def has_subcommand(cmd: list[str], sub: str) -> bool:
 
 def tdslens_python(cmd: list[str]) -> str:
     """The interpreter tdslens runs under (for the in-process measurement)."""
-    if cmd[0] == sys.executable:
+    exe = shutil.which(cmd[0]) or cmd[0]  # (--tdslens "python -m tdslens.analyzer.cli")
+    if Path(exe).resolve() == Path(sys.executable).resolve():
         return sys.executable
-    first = Path(cmd[0]).read_bytes()[:200].decode(errors="replace").splitlines()[0]
+    first = Path(exe).read_bytes()[:200].decode(errors="replace").splitlines()[0]
     if first.startswith("#!") and "python" in first:
         return first[2:].strip().split()[0]
     return sys.executable
