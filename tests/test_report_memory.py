@@ -1,20 +1,27 @@
 """What a big capture keeps in memory must not change what the reports say (issue 9).
 
 A finished connection packs its phases and shares equal values with the connections before it
-(analyzer/model.py), and the report document's long lists can be read as they are made
-(json_report.lazy_json). These tests hold each shortcut to the plain way: the same phases as
-the list given, one object for equal values, the same items as ``to_json``'s lists.
+(analyzer/model.py), and the HTML report reads the connection entries as they are made
+(json_report.lazy_json) rather than the whole document. These tests hold each shortcut to the
+plain way: the same phases as the list given, the same page from an Analysis as from its
+``to_json`` document.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
+from pathlib import Path
 
 import pytest
+from test_report_json import all_captures
 from test_report_synthetic import build_analysis
 
-from tdslens.analyzer.model import Phase, PhaseList, PhaseName
+from tdslens.analyzer.analysis import analyze
+from tdslens.analyzer.model import Analysis, Phase, PhaseList, PhaseName
+from tdslens.analyzer.tcp_events import Endpoint
+from tdslens.reports.html import MAX_LADDER_CONNECTIONS, MAX_LADDERS, render_html
+from tdslens.reports.html import render_html_document as render_document
 from tdslens.reports.json_report import ConnectionEntries, Entries, lazy_json, to_json
 
 BIG = 1_795_429_990_881_219_000  # a capture time in ns
@@ -66,6 +73,28 @@ def test_records_share_equal_values() -> None:
     again = [dataclasses.replace(rec, tls=t) for t in tls]
     assert again[0].tls.version == "TLS 1.2" and again[0].tls.version is again[1].tls.version
     assert all(type(c.problems) is tuple and type(c.tls.alpn) is tuple for c in again)
+
+
+def _same_page(a: Analysis) -> None:
+    assert render_html(a) == render_document(to_json(a))
+
+
+@pytest.mark.parametrize("path", all_captures(), ids=lambda p: p.name)
+def test_page_from_the_analysis_is_the_page_of_its_document(path: Path) -> None:
+    keys = path.with_suffix(".keys")
+    _same_page(analyze(path, keylog=keys if keys.exists() else None))
+
+
+def test_page_from_the_analysis_with_more_groups_than_ladders() -> None:
+    a = build_analysis(attempts=MAX_LADDERS + 6)
+    _same_page(a)
+    # and without correlation: one ladder per client, here one client with many legs
+    one = [dataclasses.replace(c, client=Endpoint("10.1.1.1", 50000 + c.stream))
+           for c in a.connections]  # fmt: skip
+    bare = Analysis(a.capture, a.frames, a.problems, one, a.dns)
+    assert len(one) > MAX_LADDER_CONNECTIONS
+    _same_page(bare)
+    _same_page(Analysis(a.capture, a.frames, a.problems, a.connections, a.dns))
 
 
 def test_lazy_entries_are_the_documents() -> None:

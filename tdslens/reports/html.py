@@ -2,7 +2,9 @@
 
 Why it is built this way:
 - It renders the JSON report document (``to_json``), so HTML, JSON and CSV always agree and a
-  redacted analysis is redacted everywhere alike.
+  redacted analysis is redacted everywhere alike. From an Analysis it reads the document's
+  items as they are made (``lazy_json``), never the whole document at once: a big capture's
+  connection entries as dicts would take more memory than its whole analysis.
 - Jinja2 with autoescape on: every capture-derived string (host names, SNI, user names, server
   error messages) is attacker-controllable, and is only ever inserted as escaped text.
 - No external fetch and nothing that needs a script to be read: CSS is inline, the ladder
@@ -18,15 +20,17 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from tdslens.analyzer.model import Analysis
-from tdslens.reports.json_report import to_json
+from tdslens.reports.json_report import ConnectionEntries, Entries, lazy_json
 from tdslens.reports.wireshark_profile import (
     REDIRECT_PORT_RANGES,
     decode_as_args,
@@ -121,7 +125,7 @@ _ENV = Environment(
 
 def render_html(analysis: Analysis) -> str:
     """The report as one self-contained HTML page."""
-    return render_html_document(to_json(analysis))
+    return render_html_document(lazy_json(analysis))
 
 
 def write_html(analysis: Analysis, path: str | Path) -> Path:
@@ -132,30 +136,39 @@ def write_html(analysis: Analysis, path: str | Path) -> Path:
 
 
 def render_html_document(doc: dict[str, Any]) -> str:
-    """Render an already built report document (``to_json``); used by tests and the CLI."""
+    """Render a report document: ``to_json``'s, or ``lazy_json``'s, whose long lists make
+    their items as they are read (the connection entries once for the table, again for the
+    few legs the ladders and the decryption table draw)."""
     template = _ENV.get_template("report.html.j2")
-    conns = doc["connections"]
+    if isinstance(doc.get("findings"), Entries):  # read three times below: made once
+        doc = {**doc, "findings": list(doc["findings"])}
+    conns: Sequence[dict[str, Any]] = doc["connections"]
+    briefs = _briefs(conns)
     findings = doc.get("findings")
-    red = _red_streams(doc)
-    by_stream = {c["tcp_stream"]: c for c in conns}  # once: a capture has thousands of findings
+    red = _red_streams(doc, briefs)
+    port_of = {b.stream: b.port for b in briefs}  # once: a capture has thousands of findings
     return template.render(
         doc=doc,
         csp=CSP,
         script=Markup(SCRIPT),  # our constant, never capture data
         verdict=_verdict(doc),
-        findings=[_finding_view(f, by_stream) for f in findings or []],
+        findings=[_finding_view(f, port_of) for f in findings or []],
         has_findings=bool(doc.get("correlated")),
-        ladders=_ladders(doc, red),
+        ladders=_ladders(doc, briefs, red, conns.__getitem__),
         row_chunks=[
             (len(chunk), _rows_html(chunk))
-            for chunk in _chunks([_row(c, red) for c in conns[:MAX_TABLE_ROWS]], ROW_CHUNK)
+            for chunk in _chunks((_row(c, red) for c in islice(conns, MAX_TABLE_ROWS)), ROW_CHUNK)
         ],
         row_count=min(len(conns), MAX_TABLE_ROWS),
         rows_cut=max(0, len(conns) - MAX_TABLE_ROWS),
+        port_roles=any(b.role_source == "port" for b in briefs),
         dns_rows=doc["dns"][:MAX_DNS_ROWS],
+        dns_count=len(doc["dns"]),
         dns_cut=max(0, len(doc["dns"]) - MAX_DNS_ROWS),
         redirects=doc.get("redirects") or [],
-        decryption_rows=[c for c in conns if c.get("decryption")][:MAX_ATTEMPT_ROWS],
+        decryption_rows=[
+            conns[b.index] for b in islice((b for b in briefs if b.decrypted), MAX_ATTEMPT_ROWS)
+        ],
         attempts=(doc.get("attempts") or [])[:MAX_ATTEMPT_ROWS],
         attempts_cut=max(0, len(doc.get("attempts") or []) - MAX_ATTEMPT_ROWS),
         outcome_text=OUTCOME_TEXT,
@@ -166,8 +179,40 @@ def render_html_document(doc: dict[str, Any]) -> str:
         row_chunk=ROW_CHUNK,
         svg_width=SVG_WIDTH,
         lane_x=LANE_X,
-        uses_redirect_ports=any(_redirect_port(c["server"]["port"]) for c in conns),
+        uses_redirect_ports=any(_redirect_port(b.port) for b in briefs),
     )
+
+
+class _Brief(NamedTuple):
+    """What the page needs of every connection besides its table row: enough to pick the red
+    legs, the ladders' groups and the decryption rows without the whole entry."""
+
+    index: int  # position in the document's connections
+    stream: int
+    protocol: str
+    client: str  # address
+    port: int  # server port
+    start_ns: int
+    outcome: str
+    role_source: str
+    decrypted: bool  # the entry's "decryption" is set
+
+
+def _briefs(conns: Sequence[dict[str, Any]]) -> list[_Brief]:
+    """Briefs of the document's connections; of a lazy document's, read off the records, not
+    the entries (the same fields as json_report's ``_connection``)."""
+    if isinstance(conns, ConnectionEntries):
+        roles, outcomes = conns.roles, conns.outcomes
+        return [
+            _Brief(i, c.stream, c.protocol, c.client.address, c.server.port, c.tcp.first_ts_ns,
+                   outcomes[c.stream], roles[c.stream].source, c.decryption is not None)
+            for i, c in enumerate(conns.items)
+        ]  # fmt: skip
+    return [
+        _Brief(i, c["tcp_stream"], c["protocol"], c["client"]["address"], c["server"]["port"],
+               c["start_ns"], c["outcome"], c["role_source"], bool(c.get("decryption")))
+        for i, c in enumerate(conns)
+    ]  # fmt: skip
 
 
 # -- verdict and findings ------------------------------------------------------------------------
@@ -211,26 +256,21 @@ def _redirect_port(port: int) -> bool:
     return any(lo <= port <= hi for lo, hi in REDIRECT_PORT_RANGES)
 
 
-def _finding_view(f: dict[str, Any], by_stream: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    ports = sorted(
-        {
-            by_stream[s]["server"]["port"]
-            for s in f["connections"]
-            if s in by_stream and _redirect_port(by_stream[s]["server"]["port"])
-        }
-    )
+def _finding_view(f: dict[str, Any], port_of: dict[int, int]) -> dict[str, Any]:
+    """``port_of``: the server port of each tcp.stream."""
+    streams = [s for s in f["connections"] if s in port_of]
     return {
         **f,
         "stream_filter": stream_filter(f["connections"]),
         "frame_filter": frame_filter(f["frames"]),
-        "worker_ports": ports,
+        "worker_ports": sorted({port_of[s] for s in streams if _redirect_port(port_of[s])}),
     }
 
 
 BAD_REDIRECT_OUTCOMES = frozenset({"blocked", "refused", "failed"})
 
 
-def _red_streams(doc: dict[str, Any]) -> set[int]:
+def _red_streams(doc: dict[str, Any], briefs: list[_Brief]) -> set[int]:
     """Legs drawn as failed: a failure outcome, the second legs of a redirect that failed, or a
     leg cut short that an error finding names (a gateway leg that was routed is not the failure).
     """
@@ -245,8 +285,8 @@ def _red_streams(doc: dict[str, Any]) -> set[int]:
         s for f in doc.get("findings") or [] if f["severity"] == "error" for s in f["connections"]
     }
     red = set()
-    for c in doc["connections"]:
-        s, outcome = c["tcp_stream"], c["outcome"]
+    for b in briefs:
+        s, outcome = b.stream, b.outcome
         failed = outcome in FAILED_OUTCOMES or (s in bad_second and outcome != "logged_in")
         cut_short = outcome.startswith("stopped_after_") and s in in_error and s not in gateways
         if failed or cut_short:
@@ -293,8 +333,9 @@ def _rows_html(rows: list[tuple[Any, ...]]) -> Markup:
     return Markup("".join(out))
 
 
-def _chunks(rows: list[Any], n: int) -> list[list[Any]]:
-    return [rows[i : i + n] for i in range(0, len(rows), n)]
+def _chunks(rows: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(rows, n)):
+        yield chunk
 
 
 def _fmt_bytes(n: int) -> str:
@@ -349,40 +390,67 @@ class Ladder:
     lanes: tuple[str, ...] = LANES
 
 
-def _ladders(doc: dict[str, Any], red: set[int]) -> list[Ladder]:
-    conns = [c for c in doc["connections"] if c["protocol"] != "other"]
-    by_stream = {c["tcp_stream"]: c for c in conns}
-    groups: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = []
+def _ladders(
+    doc: dict[str, Any],
+    briefs: list[_Brief],
+    red: set[int],
+    entry: Callable[[int], dict[str, Any]],
+) -> list[Ladder]:
+    """Ladders of the groups that matter first: each client attempt's, or without attempts
+    each client's. Entries are read for the groups drawn only: ``entry(i)`` makes the
+    document's i-th connection entry, and the DNS messages are kept only when drawn."""
+    conns = [b for b in briefs if b.protocol != "other"]
+    by_stream = {b.stream: b for b in conns}
+    groups: list[tuple[Any, list[_Brief]]] = []  # (attempt's position, or client; legs)
     attempts = doc.get("attempts")
     if attempts:
-        dns_by_frame = {d["frame"]: d for d in doc["dns"]}
-        for att in attempts:
+        for k, att in enumerate(attempts):
             legs = [by_stream[s] for s in _attempt_streams(att) if s in by_stream]
-            if not legs:
-                continue
-            dns = [dns_by_frame[f] for f in att.get("dns_frames") or [] if f in dns_by_frame]
-            v = att.get("verdict") or {}
-            target = att.get("server_name") or "{address}:{port}".format(**att["server"])
-            title = f"Attempt {att.get('index')}: {att.get('client')} \u2192 {target}"
-            if v:
-                title += f": {v.get('result')}" + (f", {v['summary']}" if v.get("summary") else "")
-            groups.append((title, legs, dns))
+            if legs:
+                groups.append((k, legs))
     else:
-        by_client: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        by_client: dict[str, list[_Brief]] = defaultdict(list)
         for c in conns:
-            by_client[c["client"]["address"]].append(c)
+            by_client[c.client].append(c)
+        groups = list(by_client.items())
+    groups.sort(key=lambda g: (not any(c.stream in red for c in g[1]), g[1][0].start_ns))
+    drawn = groups[:MAX_LADDERS]
+    if attempts:
+        chosen = [attempts[k] for k, _ in drawn]
+        frames = {f for att in chosen for f in att.get("dns_frames") or []}
+        dns_by_frame = {d["frame"]: d for d in doc["dns"] if d["frame"] in frames}
+        titled = [
+            (
+                _attempt_title(att),
+                [dns_by_frame[f] for f in att.get("dns_frames") or [] if f in dns_by_frame],
+            )
+            for att in chosen
+        ]
+    else:
+        clients = {client for client, _ in drawn}
         dns_by_client: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for d in doc["dns"]:
-            dns_by_client[d["client"]["address"]].append(d)
-        for client, legs in by_client.items():
-            groups.append((f"Connections from {client}", legs, dns_by_client.get(client, [])))
-    groups.sort(key=lambda g: (not any(c["tcp_stream"] in red for c in g[1]), g[1][0]["start_ns"]))
-    out = [_ladder(title, legs, dns, red) for title, legs, dns in groups[:MAX_LADDERS]]
+            if d["client"]["address"] in clients:
+                dns_by_client[d["client"]["address"]].append(d)
+        titled = [(f"Connections from {c}", dns_by_client.get(c, [])) for c, _ in drawn]
+    out = [
+        _ladder(title, legs, dns, red, entry)
+        for (title, dns), (_, legs) in zip(titled, drawn, strict=True)
+    ]
     if len(groups) > MAX_LADDERS:
         out[-1].notes.append(
             f"{len(groups) - MAX_LADDERS} more group(s) not drawn: see the connection table."
         )
     return out
+
+
+def _attempt_title(att: dict[str, Any]) -> str:
+    v = att.get("verdict") or {}
+    target = att.get("server_name") or "{address}:{port}".format(**att["server"])
+    title = f"Attempt {att.get('index')}: {att.get('client')} \u2192 {target}"
+    if v:
+        title += f": {v.get('result')}" + (f", {v['summary']}" if v.get("summary") else "")
+    return title
 
 
 def _attempt_streams(att: Any) -> list[int]:
@@ -407,14 +475,21 @@ def _lane(conn: dict[str, Any]) -> int:
 
 
 def _ladder(
-    title: str, legs: list[dict[str, Any]], dns: list[dict[str, Any]], red: set[int]
+    title: str,
+    briefs: list[_Brief],
+    dns: list[dict[str, Any]],
+    red: set[int],
+    entry: Callable[[int], dict[str, Any]],
 ) -> Ladder:
     notes: list[str] = []
-    if len(legs) > MAX_LADDER_CONNECTIONS:
-        keep = sorted(legs, key=lambda c: (c["tcp_stream"] not in red, c["start_ns"]))
-        keep = sorted(keep[:MAX_LADDER_CONNECTIONS], key=lambda c: c["start_ns"])
-        notes.append(f"{len(legs) - len(keep)} more connection(s) of this group are in the table.")
-        legs = keep
+    if len(briefs) > MAX_LADDER_CONNECTIONS:
+        keep = sorted(briefs, key=lambda c: (c.stream not in red, c.start_ns))
+        keep = sorted(keep[:MAX_LADDER_CONNECTIONS], key=lambda c: c.start_ns)
+        notes.append(
+            f"{len(briefs) - len(keep)} more connection(s) of this group are in the table."
+        )
+        briefs = keep
+    legs = [entry(b.index) for b in briefs]
     if len(dns) > 4 * MAX_LADDER_CONNECTIONS:
         notes.append(f"{len(dns) - 4 * MAX_LADDER_CONNECTIONS} more DNS message(s) not drawn.")
         dns = dns[: 4 * MAX_LADDER_CONNECTIONS]
