@@ -1,10 +1,10 @@
 """What a big capture keeps in memory must not change what the reports say (issue 9).
 
 A finished connection packs its phases and shares equal values with the connections before it
-(analyzer/model.py), and the HTML report reads the connection entries as they are made
+(analyzer/model.py), and the HTML and CSV reports read the document's items as they are made
 (json_report.lazy_json) rather than the whole document. These tests hold each shortcut to the
-plain way: the same phases as the list given, the same page from an Analysis as from its
-``to_json`` document.
+plain way: the same phases as the list given, the same page and tables from an Analysis as from
+its ``to_json`` document.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from test_report_synthetic import build_analysis
 from tdslens.analyzer.analysis import analyze
 from tdslens.analyzer.model import Analysis, Phase, PhaseList, PhaseName
 from tdslens.analyzer.tcp_events import Endpoint
+from tdslens.reports.csv_report import write_csv
 from tdslens.reports.html import MAX_LADDER_CONNECTIONS, MAX_LADDERS, render_html
 from tdslens.reports.html import render_html_document as render_document
 from tdslens.reports.json_report import ConnectionEntries, Entries, lazy_json, to_json
@@ -95,6 +96,14 @@ def test_page_from_the_analysis_with_more_groups_than_ladders() -> None:
     assert len(one) > MAX_LADDER_CONNECTIONS
     _same_page(bare)
     _same_page(Analysis(a.capture, a.frames, a.problems, a.connections, a.dns))
+
+
+@pytest.mark.parametrize("path", all_captures()[::4], ids=lambda p: p.name)
+def test_csv_from_the_analysis_is_the_csv_of_its_document(path: Path, tmp_path: Path) -> None:
+    a = analyze(path)
+    lazy = write_csv(a, tmp_path / "lazy")
+    listed = write_csv(to_json(a), tmp_path / "listed")
+    assert [p.read_bytes() for p in lazy] == [p.read_bytes() for p in listed]
 
 
 def test_lazy_entries_are_the_documents() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from tdslens.analyzer.model import Analysis, PhaseName
-from tdslens.reports.json_report import to_json
+from tdslens.reports.json_report import lazy_json
 from tdslens.reports.wireshark_profile import frame_filter, stream_filter
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -62,9 +62,11 @@ FINDING_COLUMNS = [
 def write_csv(analysis: Analysis | dict[str, Any], directory: str | Path) -> list[Path]:
     """Write connections.csv and findings.csv into ``directory``; returns the paths written.
 
-    Takes an Analysis or an already built report document (``to_json``).
+    Takes an Analysis or an already built report document (``to_json``). From an Analysis the
+    document's items are made as the rows are (``lazy_json``): a large capture's whole document
+    would take several times the memory of its rows.
     """
-    doc = analysis if isinstance(analysis, dict) else to_json(analysis)
+    doc = analysis if isinstance(analysis, dict) else lazy_json(analysis)
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     conns = pd.DataFrame(connection_rows(doc), columns=CONNECTION_COLUMNS)
