@@ -74,6 +74,17 @@ def test_records_share_equal_values() -> None:
     again = [dataclasses.replace(rec, tls=t) for t in tls]
     assert again[0].tls.version == "TLS 1.2" and again[0].tls.version is again[1].tls.version
     assert all(type(c.problems) is tuple and type(c.tls.alpn) is tuple for c in again)
+    routed = next(c for c in conns if c.response is not None and c.response.messages)
+    m = routed.response.messages[0]
+    assert m.number > 256  # not one of CPython's cached small ints
+
+    def rebuilt() -> int:
+        copy = dataclasses.replace(m, number=int(str(m.number)))  # equal, not the same int
+        resp = dataclasses.replace(routed.response, messages=[copy])
+        return dataclasses.replace(routed, response=resp).response.messages[0].number
+
+    first, second = rebuilt(), rebuilt()
+    assert first == m.number and first is second
 
 
 def _same_page(a: Analysis) -> None:

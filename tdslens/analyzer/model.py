@@ -366,7 +366,7 @@ class DnsRecord:
 # with the records before it and turns its finished lists into tuples (one empty tuple for all
 # empty ones). Nothing a report shows changes (docs/performance.md, "Memory").
 
-_SHARED: dict[Any, Any] = {}  # endpoints and tuples of strings already held by a record
+_SHARED: dict[Any, Any] = {}  # endpoints, tuples of strings and ints a record already holds
 SHARED_MAX = 100_000  # distinct values remembered; beyond, the table starts over
 
 
@@ -376,13 +376,23 @@ def shared_str(value: Any) -> Any:
 
 
 def _shared(value: Any) -> Any:
-    """An equal object a record built earlier may already hold (endpoints, tuples of strings)."""
+    """An equal object a record built earlier may already hold (endpoints, tuples of strings,
+    ints)."""
     found = _SHARED.get(value)
     if found is None:
         if len(_SHARED) >= SHARED_MAX:
             _SHARED.clear()
         found = _SHARED[value] = value
     return found
+
+
+def _int(value: Any) -> Any:
+    """An equal int a record built earlier may hold (error numbers, cipher suites, sizes: few
+    values, over and over). Only exact ints beyond CPython's small-int cache: no bool can come
+    back for an int from the table, nor an int for a bool."""
+    if type(value) is not int or -5 <= value <= 256:
+        return value
+    return _shared(value)
 
 
 def shared_strs(values: Sequence[str]) -> tuple[str, ...]:
@@ -413,6 +423,7 @@ def _keep_small(rec: ConnectionRecord) -> None:
     if tls is not None:
         tls.client_versions = shared_strs(tls.client_versions)
         tls.version = shared_str(tls.version)
+        tls.cipher_suite = _int(tls.cipher_suite)
         tls.sni = shared_str(tls.sni)
         tls.alpn = shared_strs(tls.alpn)
         tls.certificate_subject = shared_str(tls.certificate_subject)
@@ -423,6 +434,7 @@ def _keep_small(rec: ConnectionRecord) -> None:
     login = rec.login
     if login is not None:
         login.tds_version = shared_str(login.tds_version)
+        login.packet_size = _int(login.packet_size)
         login.hostname = shared_str(login.hostname)
         login.username = shared_str(login.username)
         login.appname = shared_str(login.appname)
@@ -435,10 +447,13 @@ def _keep_small(rec: ConnectionRecord) -> None:
         resp.tds_version = shared_str(resp.tds_version)
         resp.program = shared_str(resp.program)
         resp.database = shared_str(resp.database)
+        resp.packet_size = _int(resp.packet_size)
         if resp.routing is not None:
             resp.routing.server = shared_str(resp.routing.server)
+            resp.routing.port = _int(resp.routing.port)
         for m in resp.messages:
             m.kind = shared_str(m.kind)
+            m.number = _int(m.number)
             m.message = shared_str(m.message)
             m.server = shared_str(m.server)
         resp.messages = tuple(resp.messages) if resp.messages else ()
