@@ -852,7 +852,7 @@ def test_a_login_to_another_server_behind_the_same_gateway_is_a_new_attempt(tmp_
             )
         ),
     )
-    assert [(x.server_name, x.connections, x.tries) for x in a.attempts] == [
+    assert [(x.server_name, list(x.connections), x.tries) for x in a.attempts] == [
         (GATEWAY_NAME, [0], 1),
         ("other.database.windows.net", [1, 2], 2),
     ]

@@ -103,6 +103,9 @@ def correlate(analysis: Analysis) -> Analysis:
     analysis.attempts = group_attempts(ctx)
     analysis.findings = diagnose(ctx)
     judge(ctx)
+    for a in analysis.attempts:  # done: tuples keep less (and all empty ones are one)
+        a.connections, a.redirects = tuple(a.connections), tuple(a.redirects)
+        a.dns_frames, a.findings = tuple(a.dns_frames), tuple(a.findings)
     return analysis
 
 

@@ -575,14 +575,15 @@ class Attempt:
     client: str  # client address (the first leg's)
     server: Endpoint  # the first leg's server
     server_name: str | None
-    connections: list[int]  # tcp.stream of every leg and retry, in time order
-    redirects: list[int]  # indices into Analysis.redirects
-    dns_frames: list[int]
+    # The lists are tuples once correlation is done (correlate.correlate).
+    connections: list[int] | tuple[int, ...]  # tcp.stream of every leg and retry, in time order
+    redirects: list[int] | tuple[int, ...]  # indices into Analysis.redirects
+    dns_frames: list[int] | tuple[int, ...]
     start_ns: int
     end_ns: int
     tries: int  # first contacts (gateway / proxy / server legs) including retries
     verdict: Verdict
-    findings: list[int] = field(default_factory=list)  # indices into Analysis.findings
+    findings: list[int] | tuple[int, ...] = field(default_factory=list)  # Analysis.findings
 
 
 @dataclass(slots=True)
