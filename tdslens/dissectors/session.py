@@ -244,8 +244,9 @@ class TdsDirection:
     Bulk data is most of a busy capture's bytes and tdslens reads none of it: the body of a TLS
     application-data record (opaque without a key log) and, after ``stop_reading_tokens``, the
     body of a response packet. With ``skip_unread`` (the default) such a body is passed over by
-    its length as it arrives, never buffered; False buffers and parses it like every other unit
-    (the plain path, which tests compare against: the events are the same).
+    its length as it arrives, never buffered, and the units that lie whole in a TCP chunk are
+    sliced straight out of it (``_whole_units``); False buffers every byte and parses every
+    unit from the buffer (the plain path, which tests compare against: the events are the same).
     """
 
     def __init__(
