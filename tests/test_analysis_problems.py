@@ -44,7 +44,7 @@ def _dns_capture(tmp_path: Path) -> Path:
 def test_a_udp_53_payload_that_is_not_dns_is_a_problem_and_the_rest_is_analysed(tmp_path):
     path = _dns_capture(tmp_path)
     a = analyze(path)
-    assert [(d.frame, d.names) for d in a.dns] == [(1, ["mysrv.database.windows.net"])]
+    assert [(d.frame, list(d.names)) for d in a.dns] == [(1, ["mysrv.database.windows.net"])]
     assert [(p.path, p.frame) for p in a.problems] == [(str(path), 2), (str(path), 3)]
     garbage, cut = (p.message for p in a.problems)
     assert garbage == "UDP port 53 payload does not parse as DNS: 9 bytes, the header needs 12"
