@@ -77,13 +77,17 @@ def test_subscriptions_and_fast_lane_on_long_connections(tmp_path: Path) -> None
     _assert_same(columns_from_pcap(_long_connections().write(tmp_path / "long.pcap")))
 
 
-@pytest.mark.parametrize(
-    "path",
-    sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap")),
-    ids=lambda p: p.name,
-)
-def test_subscriptions_and_fast_lane_on_samples(path: Path) -> None:
+SAMPLE_CAPTURES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))
+
+
+def sample_columns(path: Path) -> PacketColumns:
+    """A sample's packets as one batch of columns (samples are small: one reader chunk)."""
     decoder = Decoder(path=str(path))
     batches = [decoder.decode(b)[0] for b in open_capture(str(path)).batches()]
-    assert len(batches) == 1  # samples are small: one reader chunk, sliced below
-    _assert_same(batches[0])
+    assert len(batches) == 1
+    return batches[0]
+
+
+@pytest.mark.parametrize("path", SAMPLE_CAPTURES, ids=lambda p: p.name)
+def test_subscriptions_and_fast_lane_on_samples(path: Path) -> None:
+    _assert_same(sample_columns(path))

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_fast_path import SAMPLES
+from test_fast_path import SAMPLE_CAPTURES, sample_columns
 from test_tcp_cases import columns_from_pcap
 from test_tcp_fastlane import _slices
 from test_tcp_regular import _capture
 
 from tdslens.analyzer import tcp_regular
-from tdslens.analyzer.capture import open_capture
-from tdslens.analyzer.decode import Decoder
 from tdslens.analyzer.packet_columns import PacketColumns
 from tdslens.analyzer.tcp import TcpEngine
 from tdslens.analyzer.tcp_events import Payload, QuietCount, StreamEnd
@@ -97,12 +95,6 @@ def test_quiet_counts_what_would_have_been_delivered(
     assert table_rows > 100  # quiet connections did take the table path
 
 
-@pytest.mark.parametrize(
-    "path",
-    sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap")),
-    ids=lambda p: p.name,
-)
+@pytest.mark.parametrize("path", SAMPLE_CAPTURES, ids=lambda p: p.name)
 def test_quiet_on_samples(path: Path) -> None:
-    decoder = Decoder(path=str(path))
-    (cols,) = [decoder.decode(b)[0] for b in open_capture(str(path)).batches()]
-    _check(cols, (1, 5, 1 << 20))
+    _check(sample_columns(path), (1, 5, 1 << 20))
