@@ -7,6 +7,7 @@ without gaps, the reassembled bytes of each direction must equal tshark's
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,7 @@ def test_duplicate_frames_of_any_capture_are_not_data_twice(
     assert s.to_server.retransmissions + s.to_client.retransmissions > 0
 
 
+@functools.cache  # (built once: the archived-pairs cases take seconds to craft)
 def _reuse_rules() -> dict[str, Wire]:
     """Situations probing Wireshark's conversation rule (each checked in tshark 4.0.17)."""
     c, s = ("10.9.0.1", 40000), ("10.9.0.2", 1433)
@@ -210,6 +212,24 @@ def _reuse_rules() -> dict[str, Wire]:
     w.add(c, s, "S", 100, gap_s=5.0)  # same ISN: stream 0 again
     w.add(other, s, "S", 5, gap_s=5.0)
     w.add(c, s, "S", 300)  # new ISN: a new stream
+    for family, server, client in (("v4", s, "10.9.1.1"), ("v6", ("fd00::2", 1433), "fd00::1")):
+        # More ended pairs than one PairArchive batch (2048): the reused pairs' records come
+        # back from the archive's sorted columns, and one pair ends twice (its record replaced).
+        w = new(f"pair_records_archived_{family}")
+        for port in range(20000, 22100):
+            w.add((client, port), server, "S", port)
+            w.add(server, (client, port), "RA", 0, port + 1)
+        w.add(server, (client, 20005), "A", 1, 20006, gap_s=10.0)  # stray: the old stream
+        w.add((client, 20006), server, "S", 20006)  # the same ISN: the old stream
+        w.add((client, 20007), server, "S", 7)  # another ISN: a new stream
+        w.add(server, (client, 20007), "RA", 0, 8)
+        if family == "v4":  # the revived pair ends again, early in a second merged batch
+            for port in range(30000, 34000):
+                w.add((client, port), server, "S", port)
+                w.add(server, (client, port), "RA", 0, port + 1)
+        w.add((client, 20007), server, "S", 7, gap_s=10.0)  # the replaced record's stream
+        w.add((client, 20007), server, "S", 9)  # and its replaced base: a new stream
+        w.add((client, 22099), server, "S", 22099)  # still pending when the archive merged
     return cases
 
 

@@ -20,8 +20,8 @@ Three jobs, in one pass over the packets in frame order:
 
 Memory follows open connections. A connection that closed (both FINs acknowledged, or a RST)
 lingers `linger_ns` of capture time for stray packets, then is summarised and dropped. Its
-address pair keeps a small record (stream index, base sequence numbers) so that the stream
-numbering stays right if the pair is used again.
+address pair keeps a small record (stream index, base sequence numbers: `tcp_pairs`) so that
+the stream numbering stays right if the pair is used again.
 
 Speed: the per-packet loop is plain Python over lists made from numpy columns, with the common
 cases (pure ACK, in-order data) inline and everything rare in methods. Grouping packets by
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -74,6 +75,7 @@ from tdslens.analyzer.tcp_events import (
     every_stream,
     no_stream,
 )
+from tdslens.analyzer.tcp_pairs import PairArchive, Record
 from tdslens.analyzer.tcp_reassembly import HALF, MASK, OOO_CAP, RECENT_LIMIT, Direction
 from tdslens.analyzer.tcp_regular import Regular, RegularTable
 
@@ -99,28 +101,44 @@ def _server_rank(port: int) -> tuple[int, int]:
 # An address pair: for IPv4 one int, (a_addr << 16 | a_port) << 48 | (b_addr << 16 | b_port);
 # otherwise (version, a_hi, a_lo, a_port, b_hi, b_lo, b_port).
 FlowKey = int | tuple[int, ...]
-_BASE = (1 << 33) - 1
+_V6_KEY = struct.Struct(">BQQHQQH")  # an IPv6 FlowKey as archive key bytes
 
 
-def _record(stream: int, base_a: int, base_b: int) -> int:
-    """A pair's compact record, one int (~40 bytes rather than ~150 for a tuple of three:
-    there is one per address pair ever seen): the stream, and both base sequence numbers
-    (-1 for unknown) plus one in 33 bits each."""
-    return (stream << 66) | ((base_a + 1) << 33) | (base_b + 1)
+class _EndedPairs:
+    """Every pair whose connection ended: its record (stream, bases) in a `PairArchive`,
+    one for IPv4 keys (12 bytes) and one for the others."""
+
+    def __init__(self) -> None:
+        self.v4 = PairArchive(12)
+        self.other = PairArchive(_V6_KEY.size)
+
+    def put(self, flow: _Flow) -> None:
+        key = flow.key
+        record = (flow.stream, flow.base_a, flow.base_b)
+        if key.__class__ is int:
+            self.v4.put(key.to_bytes(12, "big"), record)  # type: ignore[union-attr]
+        else:
+            self.other.put(_V6_KEY.pack(*key), record)  # type: ignore[misc]
+
+    def get(self, key: FlowKey) -> Record | None:
+        if key.__class__ is int:
+            return self.v4.get(key.to_bytes(12, "big"))  # type: ignore[union-attr]
+        return self.other.get(_V6_KEY.pack(*key))  # type: ignore[misc]
 
 
 def _flow(
-    flows_map: dict[FlowKey, _Flow | int],
+    flows_map: dict[FlowKey, _Flow],
+    ended: _EndedPairs,
     key: FlowKey,
     version: int,
     a: tuple[int, int, int],
     b: tuple[int, int, int],
 ) -> _Flow:
-    """The pair's flow state, created or revived from its compact record."""
+    """The pair's flow state: live, revived from its ended record, or new."""
     found = flows_map.get(key)
-    if isinstance(found, _Flow):
+    if found is not None:
         return found
-    flow = flows_map[key] = _Flow(key, version, a, b, found)
+    flow = flows_map[key] = _Flow(key, version, a, b, ended.get(key))
     return flow
 
 
@@ -138,7 +156,7 @@ class _Flow:
         version: int,
         a: tuple[int, int, int],
         b: tuple[int, int, int],
-        record: int | None = None,
+        record: Record | None = None,
     ) -> None:
         self.key = key
         self.version = version
@@ -150,9 +168,7 @@ class _Flow:
         self.conn: _Conn | None = None
         self.stream = -1
         if record is not None:  # the pair was used before: see TcpEngine._compact
-            self.stream = record >> 66
-            self.base_a = ((record >> 33) & _BASE) - 1
-            self.base_b = (record & _BASE) - 1
+            self.stream, self.base_a, self.base_b = record
             self.unset = self.base_a < 0 or self.base_b < 0
 
     def endpoint(self, side_a: bool, names: dict[tuple[int, int, int], str]) -> Endpoint:
@@ -361,10 +377,11 @@ class TcpEngine:
         self.fast_lane = fast_lane  # False: every packet takes the exact per-packet path
         self.idle_ns = idle_ns
         self.linger_ns = linger_ns
-        # Every address pair seen: live state, or a compact record (stream, base_a, base_b:
-        # see _record) once its connection ended, kept so that a reuse of the pair is numbered
-        # like Wireshark.
-        self._flows: dict[FlowKey, _Flow | int] = {}
+        # Every address pair seen: live state here, or a record (stream, base_a, base_b) in
+        # _ended once its connection ended, kept so that a reuse of the pair is numbered like
+        # Wireshark.
+        self._flows: dict[FlowKey, _Flow] = {}
+        self._ended = _EndedPairs()
         self._released: list[_Flow] = []
         self._open: dict[int, _Conn] = {}  # stream -> connection, in stream order
         # Connections with no SYN-ACK and no payload yet (a subset of _open, same order): the
@@ -778,12 +795,13 @@ class TcpEngine:
                     self._open[conn.stream] = self._regular.demote(conn, flow)  # type: ignore[union-attr]
 
     def _compact(self) -> None:
-        """Shrink pairs whose connection ended to a small record (after the batch, when no
-        row still refers to their state object)."""
+        """Move pairs whose connection ended to their compact record (after the batch, when
+        no row still refers to their state object)."""
         flows_map = self._flows
         for flow in self._released:
             if flow.conn is None and flows_map.get(flow.key) is flow:
-                flows_map[flow.key] = _record(flow.stream, flow.base_a, flow.base_b)
+                self._ended.put(flow)
+                del flows_map[flow.key]
         self._released.clear()
 
     def finish(self) -> list[TcpEvent]:
@@ -840,7 +858,7 @@ class TcpEngine:
                 key = ((alo << 16 | apt) << 48) | (blo << 16 | bpt)
             else:
                 key = (v, ahi, alo, apt, bhi, blo, bpt)
-            flows.append(_flow(flows_map, key, v, (ahi, alo, apt), (bhi, blo, bpt)))
+            flows.append(_flow(flows_map, self._ended, key, v, (ahi, alo, apt), (bhi, blo, bpt)))
         return inverse, src_is_a, flows, order
 
     def _group_ipv4(
@@ -857,15 +875,16 @@ class TcpEngine:
             h = a * np.uint64(0x9E3779B97F4A7C15) ^ b * np.uint64(0xC2B2AE3D27D4EB4F)
         inverse, first, order = _pairs(h, np.stack([a, b], axis=1))
         flows_map = self._flows
+        ended = self._ended
         flows: list[_Flow] = []
         for ea, eb in zip(a[first].tolist(), b[first].tolist(), strict=True):
             key = ea << 48 | eb
             found = flows_map.get(key)
-            if found.__class__ is not _Flow:
-                found = _flow(
-                    flows_map, key, 4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF)
+            if found is None:
+                found = flows_map[key] = _Flow(
+                    key, 4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF), ended.get(key)
                 )
-            flows.append(found)  # type: ignore[arg-type]
+            flows.append(found)
         return inverse, src_is_a, flows, order
 
     # --- connection lifecycle ------------------------------------------------------------
@@ -952,11 +971,10 @@ class TcpEngine:
         icmp = q.icmp
         flow = self._flows.get(q.key)
         if not icmp.numbered:
-            if flow.__class__ is not _Flow or flow.conn is None:  # type: ignore[union-attr]
+            if flow is None or flow.conn is None:
                 return -1
-        elif flow.__class__ is not _Flow:
-            flow = _flow(self._flows, q.key, q.version, q.a, q.b)
-        assert isinstance(flow, _Flow)
+        elif flow is None:
+            flow = _flow(self._flows, self._ended, q.key, q.version, q.a, q.b)
         conn = flow.conn
         if icmp.numbered and (conn is None or q.flags & SYN):
             if conn.__class__ is Regular:  # its table row holds the bases the rule needs
