@@ -478,6 +478,92 @@ def test_gateway_unreachable_and_refused(tmp_path):
     assert b.attempts[0].verdict.finding == "CONNECTION_REFUSED"
 
 
+def _icmp_answers(syns: list, reporter: str, code: int, kind: int | None = None) -> list:
+    """An ICMP (or ICMPv6) error from `reporter` to the client for each SYN in `syns`, 1 ms
+    later, quoting the SYN's IP packet: what a router or firewall sends instead of passing it.
+    `kind` is the ICMP type (default: destination unreachable)."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6TimeExceeded, IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    out = []
+    for syn in syns:
+        ip = syn.payload
+        if isinstance(ip, IPv6):
+            error = ICMPv6DestUnreach(code=code) if kind in (None, 1) else ICMPv6TimeExceeded()
+            pkt = Ether(**MACS) / IPv6(src=reporter, dst=ip.src) / error / Raw(bytes(ip))
+        else:
+            error = ICMP(type=3 if kind is None else kind, code=code)
+            pkt = Ether(**MACS) / IP(src=reporter, dst=ip.src) / error / Raw(bytes(ip)[:48])
+        pkt.time = float(syn.time) + 0.001
+        out.append(pkt)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("client", "server", "reporter", "code", "words"),
+    [
+        ("10.0.0.2", GW, "10.0.0.1", 13, "firewall or access list at 10.0.0.1 rejects"),
+        ("10.0.0.2", GW, "10.0.0.1", 1, "10.0.0.1 has no route to 10.0.1.10"),
+        ("fd00::2", ("fd00:1::10", 1433), "fd00::1", 1, "firewall or access list at fd00::1"),
+    ],
+)
+def test_gateway_syn_answered_by_icmp_names_who_rejected_it(
+    tmp_path, client, server, reporter, code, words
+):
+    syns = _packets(Session((client, 50000), server, 0.0, syn="drop", syn_times=(0.0, 1.0)))
+    a = write(tmp_path, syns, _icmp_answers(syns, reporter, code))
+    (f,) = [f for f in a.findings if f.code == "GATEWAY_UNREACHABLE"]
+    assert f"from {reporter}" in f.title and "SYN(s) answered by ICMP" in f.title
+    assert words in f.detail and "(frame 4)" in f.detail  # the last answer: to the second SYN
+    assert f.frames == [1, 2, 3, 4]  # both SYNs and both ICMP errors
+    assert a.attempts[0].verdict.finding == "GATEWAY_UNREACHABLE"
+
+
+def test_lone_syn_rejected_at_capture_end_is_a_failure_not_unknown(tmp_path):
+    """One SYN right before the capture ends may still be answered, unless ICMP already was."""
+    syns = _packets(Session(("10.0.0.2", 50000), GW, 0.0, syn="drop", syn_times=(0.0,)))
+    lone = write(tmp_path, syns, name="lone.pcap")
+    assert [f.code for f in lone.findings] == ["CAPTURE_INCOMPLETE"]
+    a = write(tmp_path, syns, _icmp_answers(syns, "10.0.0.1", 10))
+    assert [f.code for f in a.findings] == ["GATEWAY_UNREACHABLE"]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_redirect_rejected_by_icmp_port_unreachable_is_blocked_with_the_icmp_frames(
+    tmp_path, family
+):
+    client, gateway, worker, reporter, resolver = (
+        ("10.0.0.2", GW, WK, "10.0.0.1", "10.0.0.53")
+        if family == 4
+        else ("fd00::2", ("fd00:1::10", 1433), ("fd00:2::20", 11042), "fd00::1", "fd00::53")
+    )
+    gw = _packets(Session((client, 50000), gateway, 0.01, clear_routed_gateway(WORKER_NAME, 11042)))
+    syns = _packets(Session((client, 50001), worker, 0.06, syn="drop", syn_times=(0.0,)))
+    a = write(
+        tmp_path,
+        gw,
+        _dns(client, WORKER_NAME, worker[0], 0.05, resolver),
+        syns,
+        _icmp_answers(syns, reporter, 3 if family == 4 else 4),
+    )
+    (red,) = a.redirects
+    assert red.outcome is RedirectOutcome.BLOCKED  # one SYN at the capture's end: ICMP said no
+    (f,) = [f for f in a.findings if f.code == "REDIRECT_BLOCKED"]
+    assert f.title.endswith(f"unreachable (port) from {reporter}")
+    assert "REJECT rule" in f.detail and "blocks port 11042" in f.detail
+    icmp_frame = len(gw) + 2 + 2  # gateway leg, DNS query and answer, the SYN, then ICMP
+    assert f.frames[-2:] == [icmp_frame - 1, icmp_frame]
+
+
+def test_syn_expiring_in_transit_says_it_did_not_arrive(tmp_path):
+    syns = _packets(Session(("10.0.0.2", 50000), GW, 0.0, syn="drop", syn_times=(0.0, 1.0)))
+    a = write(tmp_path, syns, _icmp_answers(syns, "10.0.0.1", 0, kind=11))
+    (f,) = [f for f in a.findings if f.code == "GATEWAY_UNREACHABLE"]
+    assert "time exceeded" in f.title and "did not reach 10.0.1.10:1433" in f.detail
+
+
 def test_unrelated_traffic_gets_no_attempt(tmp_path):
     web = Session(
         ("10.0.0.2", 50000), ("10.0.9.9", 443), 0.0, [(True, b"GET / HTTP/1.1\r\n\r\n", 0.01)]

@@ -670,7 +670,7 @@ def _outcome(ctx: Context, g: _Gateway, legs: list[ConnectionRecord], dns: list)
         return RedirectOutcome.REFUSED
     if r.syn_only(last):
         recent = ctx.end_ns - last.tcp.first_ts_ns < TIMING.syn_retry_s * NS
-        if len(last.tcp.syn_frames) < 2 and recent:
+        if len(last.tcp.syn_frames) < 2 and recent and r.icmp_rejection(last) is None:
             return RedirectOutcome.UNKNOWN  # one SYN at the very end of the capture
         return RedirectOutcome.BLOCKED
     if last.tcp.synack_frame is None and last.tcp.syn_frames:

@@ -29,6 +29,7 @@ from dataclasses import replace
 from tdslens.analyzer import roles as r
 from tdslens.analyzer.correlate import Context
 from tdslens.analyzer.finding_codes import make
+from tdslens.analyzer.icmp_quote import describe
 from tdslens.analyzer.model import (
     ConnectionRecord,
     Finding,
@@ -40,6 +41,7 @@ from tdslens.analyzer.model import (
 )
 from tdslens.analyzer.roles import NS, TIMING
 from tdslens.analyzer.sql_errors import login_error_meaning
+from tdslens.analyzer.tcp_events import IcmpError
 
 
 def diagnose(ctx: Context) -> list[Finding]:
@@ -156,9 +158,21 @@ def _who(c: ConnectionRecord) -> str:
 
 def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None:
     t = c.tcp
-    if not r.syn_only(c) or _syn_at_capture_end(ctx, c):
+    if not r.syn_only(c):
         return None
     times = ", ".join(f"+{x:g} s" for x in r.syn_offsets_s(c))
+    icmp = r.icmp_rejection(c)
+    if icmp is not None:
+        return make(
+            "GATEWAY_UNREACHABLE",
+            f"{c.server} unreachable: {len(t.syn_frames)} SYN(s) answered by "
+            f"{_icmp_name(icmp)} from {icmp.reporter}",
+            f"The client sent SYNs to {c.server} at {times}. {_icmp_meaning(icmp, c)}",
+            [c.stream],
+            [*t.syn_frames, *_icmp_frames(c)],
+        )
+    if _syn_at_capture_end(ctx, c):
+        return None
     return make(
         "GATEWAY_UNREACHABLE",
         f"No answer from {c.server}: {len(t.syn_frames)} SYN(s) unanswered",
@@ -167,6 +181,41 @@ def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None
         [c.stream],
         list(t.syn_frames),
     )
+
+
+def _icmp_name(err: IcmpError) -> str:
+    """E.g. 'ICMP unreachable (admin prohibited)'."""
+    return f"{'ICMP' if err.family == 4 else 'ICMPv6'} {describe(err.family, err.type, err.code)}"
+
+
+# Destination unreachable (ICMP type 3, ICMPv6 type 1): by family, the codes that mean a filter
+# rejected the packet and the one for a closed port; the other codes mean there is no route.
+_UNREACHABLE = {4: 3, 6: 1}
+_PROHIBITED = {4: (9, 10, 13), 6: (1, 5, 6)}
+_PORT_CLOSED = {4: 3, 6: 4}
+
+
+def _icmp_meaning(err: IcmpError, c: ConnectionRecord) -> str:
+    """What an ICMP answer to a SYN says, for a support engineer: who rejected it and how."""
+    at = f"{_icmp_name(err)} from {err.reporter} (frame {err.frame})"
+    if err.type != _UNREACHABLE[err.family]:
+        return f"They were answered by {at}: the SYN did not reach {c.server}."
+    if err.code in _PROHIBITED[err.family]:
+        return (
+            f"They were answered by {at}: a firewall or access list at {err.reporter} rejects "
+            f"connections to {c.server}."
+        )
+    if err.code == _PORT_CLOSED[err.family]:
+        return (
+            f"They were answered by {at}. A host with the port closed would send a TCP reset; "
+            "an ICMP port unreachable is what a firewall's REJECT rule sends by default, so a "
+            f"firewall at {err.reporter} most likely blocks port {c.server.port}."
+        )
+    return f"They were answered by {at}: {err.reporter} has no route to {c.server.address}."
+
+
+def _icmp_frames(c: ConnectionRecord) -> list[int]:
+    return [e.frame for e in c.tcp.icmp_errors if e.from_client]
 
 
 def _syn_at_capture_end(ctx: Context, c: ConnectionRecord) -> bool:
@@ -715,15 +764,28 @@ def redirect_blocked(ctx: Context, reds: list[Redirect]) -> Finding:
     )
     syns = sum(len(c.tcp.syn_frames) for c in legs)
     were = "was" if len(reds) == 1 else "were each"
+    rejected = [(c, err) for c in legs if (err := r.icmp_rejection(c)) is not None]
+    if rejected:
+        c, err = rejected[-1]
+        answer = f"{_icmp_name(err)} from {err.reporter}"
+        why = f"The SYNs to the second leg ({tries}) got no SYN-ACK. {_icmp_meaning(err, c)}"
+    else:
+        answer = "no answer"
+        why = (
+            f"Every SYN to the second leg went unanswered ({tries}): a firewall drops the "
+            "redirect port."
+        )
     return make(
         "REDIRECT_BLOCKED",
         f"Redirect to {_target(reds[-1])} blocked: {syns} SYN(s) in {len(legs)} tries"
-        f"{_over(reds)}, no answer",
-        f"{_gateway_legs(reds)} logged in and {were} redirected. {_via(reds[-1])} "
-        f"Every SYN to the second leg went unanswered ({tries}): a firewall drops the "
-        "redirect port.",
+        f"{_over(reds)}, {answer}",
+        f"{_gateway_legs(reds)} logged in and {were} redirected. {_via(reds[-1])} {why}",
         _streams(reds),
-        [*_frames_of(reds), *(f for c in legs for f in c.tcp.syn_frames)],
+        [
+            *_frames_of(reds),
+            *(f for c in legs for f in c.tcp.syn_frames),
+            *(f for c in legs for f in _icmp_frames(c)),
+        ],
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tdslens.analyzer.model import ConnectionRecord, DnsRecord, PhaseName
+from tdslens.analyzer.tcp_events import IcmpError
 
 SQL_PORT = 1433
 # Azure SQL Redirect policy ports. Older documents also name 14000-14999; both count.
@@ -298,6 +299,18 @@ def syn_only(conn: ConnectionRecord) -> bool:
         and t.to_client.packets == 0
         and t.to_server.payload_bytes == 0
     )
+
+
+def icmp_rejection(conn: ConnectionRecord) -> IcmpError | None:
+    """The ICMP error that answered a connection attempt: the last error about the client's
+    packets of a connection whose SYNs got no SYN-ACK and no reset. None when the attempt
+    simply went unanswered (or the only error is an ICMPv6 redirect, which is advice)."""
+    if not syn_only(conn):
+        return None
+    for err in reversed(conn.tcp.icmp_errors):
+        if err.from_client and not (err.family == 6 and err.type == 137):
+            return err
+    return None
 
 
 def syn_offsets_s(conn: ConnectionRecord) -> list[float]:
