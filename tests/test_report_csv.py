@@ -48,6 +48,21 @@ def test_csv_cells_cannot_become_formulas(tmp_path: Path) -> None:
     assert pd.read_csv(finds_path).loc[0, "title"] == "'@SUM(A1)"
 
 
+def test_csv_names_the_icmp_error_that_answered_a_connection(tmp_path: Path) -> None:
+    from test_correlate_cases import GW, Session, _icmp_answers, _packets
+    from test_correlate_cases import write as write_capture
+
+    syns = _packets(Session(("10.0.0.2", 50000), GW, 0.0, syn="drop", syn_times=(0.0, 1.0)))
+    a = write_capture(tmp_path, syns, _icmp_answers(syns, "10.0.0.1", 13))
+    conns = pd.read_csv(write_csv(a, tmp_path / "csv")[0])
+    assert conns.loc[0, "icmp_errors"] == 2
+    assert (
+        conns.loc[0, "icmp_last"] == "icmp unreachable (admin prohibited) from 10.0.0.1 (frame 4)"
+    )
+    clean = pd.read_csv(write_csv(build_analysis(), tmp_path / "clean")[0])
+    assert (clean["icmp_errors"] == 0).all() and clean["icmp_last"].isna().all()
+
+
 def test_csv_for_every_capture(tmp_path: Path) -> None:
     captures = all_captures()[:30]
     if not captures:

@@ -91,6 +91,14 @@ def _defuse(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _icmp_text(errors: list[dict[str, Any]]) -> str | None:
+    """The last ICMP error about the connection, in one cell: what, from whom, which frame."""
+    if not errors:
+        return None
+    e = errors[-1]
+    return f"{e['family']} {e['description']} from {e['reporter']} (frame {e['frame']})"
+
+
 def _connection_row(c: dict[str, Any]) -> dict[str, Any]:
     tls = c["tls"] or {}
     login = c["login"] or {}
@@ -128,6 +136,8 @@ def _connection_row(c: dict[str, Any]) -> dict[str, Any]:
         else None,
         "rst_side": c["tcp"]["rst_side"],
         "rst_frame": c["tcp"]["rst_frame"],
+        "icmp_errors": len(c["tcp"]["icmp_errors"]),
+        "icmp_last": _icmp_text(c["tcp"]["icmp_errors"]),
         "packets": c["tcp"]["packets"],
         "bytes_to_server": c["tcp"]["bytes_to_server"],
         "bytes_to_client": c["tcp"]["bytes_to_client"],
@@ -193,6 +203,7 @@ CONNECTION_COLUMNS = list(
                 "handshake_rtt_ns": None,
                 "rst_side": None,
                 "rst_frame": None,
+                "icmp_errors": [],
                 "packets": 0,
                 "bytes_to_server": 0,
                 "bytes_to_client": 0,
