@@ -29,7 +29,7 @@ from dataclasses import replace
 from tdslens.analyzer import roles as r
 from tdslens.analyzer.correlate import Context
 from tdslens.analyzer.finding_codes import make
-from tdslens.analyzer.icmp_quote import describe
+from tdslens.analyzer.icmp_quote import error_name, error_text
 from tdslens.analyzer.model import (
     ConnectionRecord,
     Finding,
@@ -166,7 +166,7 @@ def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None
         return make(
             "GATEWAY_UNREACHABLE",
             f"{c.server} unreachable: {len(t.syn_frames)} SYN(s) answered by "
-            f"{_icmp_name(icmp)} from {icmp.reporter}",
+            f"{error_name(icmp)} from {icmp.reporter}",
             f"The client sent SYNs to {c.server} at {times}. {_icmp_meaning(icmp, c)}",
             [c.stream],
             [*t.syn_frames, *_icmp_frames(c)],
@@ -183,11 +183,6 @@ def unreachable(ctx: Context, c: ConnectionRecord, role: Role) -> Finding | None
     )
 
 
-def _icmp_name(err: IcmpError) -> str:
-    """E.g. 'ICMP unreachable (admin prohibited)'."""
-    return f"{'ICMP' if err.family == 4 else 'ICMPv6'} {describe(err.family, err.type, err.code)}"
-
-
 # Destination unreachable (ICMP type 3, ICMPv6 type 1): by family, the codes that mean a filter
 # rejected the packet and the one for a closed port; the other codes mean there is no route.
 _UNREACHABLE = {4: 3, 6: 1}
@@ -197,7 +192,7 @@ _PORT_CLOSED = {4: 3, 6: 4}
 
 def _icmp_meaning(err: IcmpError, c: ConnectionRecord) -> str:
     """What an ICMP answer to a SYN says, for a support engineer: who rejected it and how."""
-    at = f"{_icmp_name(err)} from {err.reporter} (frame {err.frame})"
+    at = error_text(err)
     if err.type != _UNREACHABLE[err.family]:
         return f"They were answered by {at}: the SYN did not reach {c.server}."
     if err.code in _PROHIBITED[err.family]:
@@ -767,7 +762,7 @@ def redirect_blocked(ctx: Context, reds: list[Redirect]) -> Finding:
     rejected = [(c, err) for c in legs if (err := r.icmp_rejection(c)) is not None]
     if rejected:
         c, err = rejected[-1]
-        answer = f"{_icmp_name(err)} from {err.reporter}"
+        answer = f"{error_name(err)} from {err.reporter}"
         why = f"The SYNs to the second leg ({tries}) got no SYN-ACK. {_icmp_meaning(err, c)}"
     else:
         answer = "no answer"

@@ -30,6 +30,7 @@ import struct
 from typing import NamedTuple
 
 from tdslens.analyzer.packet_columns import TCP
+from tdslens.analyzer.tcp_events import IcmpError
 
 ICMP, ICMPV6 = 1, 58
 ICMP_ERRORS = frozenset({3, 4, 11, 12})
@@ -186,3 +187,13 @@ def describe(family: int, kind: int, code: int) -> str:
     if codes is None:
         return name if code == 0 else f"{name} (code {code})"
     return f"{name} ({codes[code] if code < len(codes) else f'code {code}'})"
+
+
+def error_name(e: IcmpError) -> str:
+    """E.g. "ICMP unreachable (admin prohibited)"."""
+    return f"{'ICMP' if e.family == 4 else 'ICMPv6'} {describe(e.family, e.type, e.code)}"
+
+
+def error_text(e: IcmpError) -> str:
+    """The error as evidence: "ICMP unreachable (admin prohibited) from 10.0.0.1 (frame 4)"."""
+    return f"{error_name(e)} from {e.reporter} (frame {e.frame})"

@@ -113,17 +113,18 @@ class _EndedPairs:
         self.other = PairArchive(_V6_KEY.size)
 
     def put(self, flow: _Flow) -> None:
-        key = flow.key
-        record = (flow.stream, flow.base_a, flow.base_b)
-        if key.__class__ is int:
-            self.v4.put(key.to_bytes(12, "big"), record)  # type: ignore[union-attr]
-        else:
-            self.other.put(_V6_KEY.pack(*key), record)  # type: ignore[misc]
+        archive, key = self._locate(flow.key)
+        archive.put(key, (flow.stream, flow.base_a, flow.base_b))
 
     def get(self, key: FlowKey) -> Record | None:
-        if key.__class__ is int:
-            return self.v4.get(key.to_bytes(12, "big"))  # type: ignore[union-attr]
-        return self.other.get(_V6_KEY.pack(*key))  # type: ignore[misc]
+        archive, packed = self._locate(key)
+        return archive.get(packed)
+
+    def _locate(self, key: FlowKey) -> tuple[PairArchive, bytes]:
+        """The archive for the key and the key as its bytes."""
+        if isinstance(key, int):
+            return self.v4, key.to_bytes(12, "big")
+        return self.other, _V6_KEY.pack(*key)
 
 
 def _flow(
@@ -881,8 +882,8 @@ class TcpEngine:
             key = ea << 48 | eb
             found = flows_map.get(key)
             if found is None:
-                found = flows_map[key] = _Flow(
-                    key, 4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF), ended.get(key)
+                found = _flow(
+                    flows_map, ended, key, 4, (0, ea >> 16, ea & 0xFFFF), (0, eb >> 16, eb & 0xFFFF)
                 )
             flows.append(found)
         return inverse, src_is_a, flows, order

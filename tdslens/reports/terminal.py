@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from tdslens.analyzer.icmp_quote import describe
+from tdslens.analyzer.icmp_quote import error_text
 from tdslens.analyzer.model import Analysis, ConnectionRecord, Phase, PhaseName, Severity
-from tdslens.analyzer.tcp_events import IcmpError
 
 PROTOCOL_NAMES = {
     "tds": "TDS",
@@ -195,7 +194,7 @@ def _ladder(conn: ConnectionRecord, redirected: bool) -> list[str]:
         lines.append(f"  {_phase_line(phase, t0)}{_phase_detail(conn, phase)}")
     lines += [f"  ! {p.what}: {p.detail} (frames {_frames(p.frames)})" for p in conn.problems]
     lines += [
-        f"  ! {_icmp(e)}, about a packet of the {'client' if e.from_client else 'server'}"
+        f"  ! {error_text(e)}, about a packet of the {'client' if e.from_client else 'server'}"
         for e in conn.tcp.icmp_errors[:FRAMES_SHOWN]
     ]
     lines += _decryption_lines(conn)
@@ -242,7 +241,7 @@ def _phase_detail(conn: ConnectionRecord, phase: Phase) -> str:
             answer = "RST" if tcp.conn_state == "REJ" else "no answer"
             refused = [e for e in tcp.icmp_errors if e.from_client]
             if refused and tcp.conn_state != "REJ":
-                answer = f"answered by {_icmp(refused[-1])}"
+                answer = f"answered by {error_text(refused[-1])}"
             return f"  {len(tcp.syn_frames)} SYN(s), {answer}"
         return f"  rtt {tcp.handshake_rtt_ns / 1e6:.3f} ms" if tcp.handshake_rtt_ns else ""
     if phase.name is PhaseName.PRELOGIN and conn.prelogin:
@@ -294,11 +293,6 @@ def _decrypted(flag: bool) -> str:
 
 
 FRAMES_SHOWN = 20  # evidence frames listed on one line; the JSON and HTML reports list all
-
-
-def _icmp(e: IcmpError) -> str:
-    kind = "ICMPv6" if e.family == 6 else "ICMP"
-    return f"{kind} {describe(e.family, e.type, e.code)} from {e.reporter} (frame {e.frame})"
 
 
 def _streams(streams: list[int]) -> str:
